@@ -1,0 +1,184 @@
+// Package own implements the ownership contract (lockstep.Ownership) once,
+// for every primitive: a key created at a known revision under a session,
+// a watcher that notices when someone else deletes it, and a guarded
+// release.
+package own
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/lockstep-go/lockstep"
+	"github.com/lockstep-go/lockstep/internal/waitfor"
+)
+
+// cleanupTimeout bounds the best-effort delete of a key whose session was
+// lost: the caller may be giving up on a server it cannot reach.
+const cleanupTimeout = 2 * time.Second
+
+// Handle is one held ownership. Primitives embed it in their handle type
+// (mutex.Lock, semaphore.Permit, ...) to get Done, Err, Token, Key and
+// IsOwner.
+type Handle struct {
+	s     *lockstep.Session
+	key   string
+	rev   int64
+	onEnd func()
+
+	done      chan struct{}
+	stopWatch context.CancelFunc
+	watchDone chan struct{}
+
+	mu  sync.Mutex
+	err error
+}
+
+// New starts tracking the ownership of key, created at revision rev under
+// s. fromRev is the first revision the caller has not seen (the header
+// revision of the write or read that made it the owner, plus one). onEnd,
+// if not nil, runs once when ownership ends, whatever the reason.
+func New(s *lockstep.Session, key string, rev, fromRev int64, onEnd func()) *Handle {
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &Handle{
+		s:         s,
+		key:       key,
+		rev:       rev,
+		onEnd:     onEnd,
+		done:      make(chan struct{}),
+		stopWatch: cancel,
+		watchDone: make(chan struct{}),
+	}
+	go h.watch(ctx, fromRev)
+	return h
+}
+
+// watch ends the ownership when the session ends or the key goes. It is
+// stopped by end.
+func (h *Handle) watch(ctx context.Context, fromRev int64) {
+	defer close(h.watchDone)
+	gone := make(chan error, 1)
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { gone <- waitfor.Gone(wctx, h.s.Client(), h.key, h.rev, fromRev) }()
+	select {
+	case <-ctx.Done():
+		cancel()
+		<-gone
+	case <-h.s.Done():
+		cancel()
+		<-gone
+		h.end(h.s.Err())
+	case err := <-gone:
+		if err == nil {
+			// The key is gone. If the session ended meanwhile, that is
+			// the better explanation (a revoked lease deletes the key).
+			if serr := h.s.Err(); serr != nil {
+				h.end(serr)
+			} else {
+				h.end(fmt.Errorf("%w: key %s deleted", lockstep.ErrLost, h.key))
+			}
+		}
+	}
+}
+
+// Done is closed when ownership ends.
+func (h *Handle) Done() <-chan struct{} { return h.done }
+
+// Err is nil while ownership holds, then the reason it ended.
+func (h *Handle) Err() error {
+	h.mu.Lock()
+	err := h.err
+	h.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	// The session's expiry timer may not have fired yet on a busy machine;
+	// the session knows its own deadline.
+	if serr := h.s.Err(); serr != nil {
+		h.End(serr)
+		return h.Err()
+	}
+	return nil
+}
+
+// Token is the fencing token: the key's create revision.
+func (h *Handle) Token() int64 { return h.rev }
+
+// Key is the etcd key that represents the ownership.
+func (h *Handle) Key() string { return h.key }
+
+// Session is the session the ownership belongs to.
+func (h *Handle) Session() *lockstep.Session { return h.s }
+
+// IsOwner holds in a Txn only while the key is the incarnation this handle
+// owns.
+func (h *Handle) IsOwner() clientv3.Cmp {
+	return clientv3.Compare(clientv3.CreateRevision(h.key), "=", h.rev)
+}
+
+// End ends the ownership with err, unless it already ended, and waits for
+// the watcher to stop.
+func (h *Handle) End(err error) {
+	h.end(err)
+	<-h.watchDone
+}
+
+// end records the first reason, closes Done, stops the watcher without
+// waiting for it (it may be the caller) and runs onEnd.
+func (h *Handle) end(err error) {
+	h.mu.Lock()
+	if h.err != nil {
+		h.mu.Unlock()
+		return
+	}
+	h.err = err
+	close(h.done)
+	h.mu.Unlock()
+	h.stopWatch()
+	if h.onEnd != nil {
+		h.onEnd()
+	}
+}
+
+// Release deletes the key in one transaction guarded by IsOwner, together
+// with any further ops, and ends the ownership with ErrReleased.
+//
+// If ownership already ended it returns that reason and deletes nothing
+// that is not ours: after a session loss it still removes the key if it is
+// ours (the lease may outlive our view of it), under its own short timeout.
+// If the RPC fails the handle is unchanged and Release can be retried; the
+// guard makes a retry safe.
+func (h *Handle) Release(ctx context.Context, then ...clientv3.Op) error {
+	if err := h.Err(); err != nil {
+		if errors.Is(err, lockstep.ErrSessionLost) {
+			h.cleanup(ctx)
+		}
+		return err
+	}
+	ops := append([]clientv3.Op{clientv3.OpDelete(h.key)}, then...)
+	resp, err := h.s.Client().Txn(ctx).If(h.IsOwner()).Then(ops...).Commit()
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return err
+	}
+	if !resp.Succeeded {
+		lost := fmt.Errorf("%w: key %s deleted", lockstep.ErrLost, h.key)
+		h.End(lost)
+		return h.Err()
+	}
+	h.End(lockstep.ErrReleased)
+	return nil
+}
+
+func (h *Handle) cleanup(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	h.s.Client().Txn(ctx).If(h.IsOwner()).Then(clientv3.OpDelete(h.key)).Commit()
+}

@@ -1,0 +1,99 @@
+package testutil
+
+import (
+	"context"
+	"path"
+	"sync"
+	"testing"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+)
+
+// RPCCounter counts the gRPC calls a client makes, by method name ("Txn",
+// "Range", "Put", "DeleteRange", "LeaseGrant", "Watch", ...), and the watch
+// events it receives. Counts are deterministic, so tests assert them.
+type RPCCounter struct {
+	mu          sync.Mutex
+	calls       map[string]int
+	watchEvents int
+}
+
+// CountingClient returns a client of the shared server whose RPCs are
+// counted, closed when the test ends.
+func CountingClient(t testing.TB) (*clientv3.Client, *RPCCounter) {
+	t.Helper()
+	c := &RPCCounter{calls: map[string]int{}}
+	cfg := Server(t).ClientConfig()
+	cfg.DialOptions = append(cfg.DialOptions,
+		grpc.WithChainUnaryInterceptor(c.unary),
+		grpc.WithChainStreamInterceptor(c.stream))
+	return ClientWith(t, cfg), c
+}
+
+// Calls returns how many calls of method were made since the last Reset.
+func (c *RPCCounter) Calls(method string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.calls[method]
+}
+
+// KV returns the number of key-value calls (Range, Put, DeleteRange, Txn)
+// since the last Reset: the round trips an operation costs.
+func (c *RPCCounter) KV() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.calls["Range"] + c.calls["Put"] + c.calls["DeleteRange"] + c.calls["Txn"]
+}
+
+// WatchEvents returns the number of watch events received since the last
+// Reset.
+func (c *RPCCounter) WatchEvents() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.watchEvents
+}
+
+// Reset sets every count to zero.
+func (c *RPCCounter) Reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.calls = map[string]int{}
+	c.watchEvents = 0
+}
+
+func (c *RPCCounter) add(method string) {
+	c.mu.Lock()
+	c.calls[path.Base(method)]++
+	c.mu.Unlock()
+}
+
+func (c *RPCCounter) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	c.add(method)
+	return invoker(ctx, method, req, reply, cc, opts...)
+}
+
+func (c *RPCCounter) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	c.add(method)
+	cs, err := streamer(ctx, desc, cc, method, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return &countingStream{ClientStream: cs, c: c}, nil
+}
+
+type countingStream struct {
+	grpc.ClientStream
+	c *RPCCounter
+}
+
+func (s *countingStream) RecvMsg(m any) error {
+	err := s.ClientStream.RecvMsg(m)
+	if wr, ok := m.(*pb.WatchResponse); ok && err == nil {
+		s.c.mu.Lock()
+		s.c.watchEvents += len(wr.Events)
+		s.c.mu.Unlock()
+	}
+	return err
+}
