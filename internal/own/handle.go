@@ -75,15 +75,25 @@ func (h *Handle) watch(ctx context.Context, fromRev int64) {
 		h.end(h.s.Err())
 	case err := <-gone:
 		if err == nil {
-			// The key is gone. If the session ended meanwhile, that is
-			// the better explanation (a revoked lease deletes the key).
-			if serr := h.s.Err(); serr != nil {
-				h.end(serr)
-			} else {
-				h.end(fmt.Errorf("%w: key %s deleted", lockstep.ErrLost, h.key))
-			}
+			h.end(h.whyGone())
 		}
 	}
+}
+
+// whyGone explains a deleted key. A lease that expired or was revoked
+// deletes every key of the session, and the session may not have noticed
+// yet: ask the server before blaming someone else.
+func (h *Handle) whyGone() error {
+	if err := h.s.Err(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cleanupTimeout)
+	defer cancel()
+	resp, err := h.s.Client().TimeToLive(ctx, h.s.Lease())
+	if err == nil && resp.TTL <= 0 {
+		return fmt.Errorf("%w: lease %x no longer exists", lockstep.ErrSessionLost, int64(h.s.Lease()))
+	}
+	return fmt.Errorf("%w: key %s deleted", lockstep.ErrLost, h.key)
 }
 
 // Done is closed when ownership ends.
