@@ -75,7 +75,7 @@ func quietLogger(mute *atomic.Bool) *zap.Logger {
 // configured the way this package configures it on purpose.
 var expectedNotices = map[string]bool{
 	"Running http and grpc server on single port. This is not recommended for production.": true,
-	"simple token is not cryptographically signed":                                        true,
+	"simple token is not cryptographically signed":                                         true,
 }
 
 type quietCore struct {
