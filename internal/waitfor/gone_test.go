@@ -25,7 +25,7 @@ func TestGone(t *testing.T) {
 	ctx := testutil.Context(t, 20*time.Second)
 	tests := []struct {
 		name    string
-		compact bool                    // compact past the start revision first
+		compact bool                   // compact past the start revision first
 		end     func(key string) error // what makes the key go
 	}{
 		{"deleted", false, func(key string) error { _, err := cli.Delete(ctx, key); return err }},
