@@ -1,0 +1,86 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/lockstep-go/lockstep"
+)
+
+// envEndpoints is read when --endpoints is not given.
+const envEndpoints = "LOCKSTEP_ENDPOINTS"
+
+const defaultEndpoints = "http://127.0.0.1:2379"
+
+// connFlags are the flags every command that talks to etcd shares.
+type connFlags struct {
+	endpoints   string
+	dialTimeout time.Duration
+	ttl         time.Duration
+}
+
+func (c *connFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.endpoints, "endpoints", "", "comma-separated etcd client URLs (default $"+envEndpoints+", else "+defaultEndpoints+")")
+	fs.DurationVar(&c.dialTimeout, "dial-timeout", 5*time.Second, "give up connecting to etcd after this long")
+	fs.DurationVar(&c.ttl, "ttl", lockstep.DefaultTTL, "session TTL: what this process holds is released this long after it dies")
+}
+
+func (c *connFlags) endpointList() []string {
+	raw := c.endpoints
+	if raw == "" {
+		raw = os.Getenv(envEndpoints)
+	}
+	if raw == "" {
+		raw = defaultEndpoints
+	}
+	var eps []string
+	for _, ep := range strings.Split(raw, ",") {
+		if ep = strings.TrimSpace(ep); ep != "" {
+			eps = append(eps, ep)
+		}
+	}
+	return eps
+}
+
+// client connects to etcd and checks that it answers, so that a wrong
+// endpoint is an error now rather than a hang later.
+func (c *connFlags) client(ctx context.Context) (*clientv3.Client, error) {
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   c.endpointList(),
+		DialTimeout: c.dialTimeout,
+		Logger:      zap.NewNop(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connect to %v: %w", c.endpointList(), err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, c.dialTimeout)
+	defer cancel()
+	if _, err := cli.Get(pctx, "health", clientv3.WithCountOnly()); err != nil {
+		cli.Close()
+		return nil, fmt.Errorf("etcd at %v does not answer: %w", c.endpointList(), err)
+	}
+	return cli, nil
+}
+
+// session connects and opens a session with the --ttl flag.
+func (c *connFlags) session(ctx context.Context) (*clientv3.Client, *lockstep.Session, error) {
+	cli, err := c.client(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	sctx, cancel := context.WithTimeout(ctx, c.dialTimeout)
+	defer cancel()
+	s, err := lockstep.NewSession(sctx, cli, lockstep.WithTTL(c.ttl))
+	if err != nil {
+		cli.Close()
+		return nil, nil, err
+	}
+	return cli, s, nil
+}
