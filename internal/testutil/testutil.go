@@ -27,10 +27,14 @@ var (
 	sharedErr error
 )
 
-// Main runs a package's tests, closes the shared server and then fails the
-// run if any goroutine is left over. Call it from TestMain.
-func Main(m *testing.M) {
+// Main runs a package's tests, runs after (a summary, say), closes the
+// shared server and then fails the run if any goroutine is left over. Call
+// it from TestMain.
+func Main(m *testing.M, after ...func()) {
 	code := m.Run()
+	for _, f := range after {
+		f()
+	}
 	sharedMu.Lock()
 	if shared != nil {
 		shared.Close()
