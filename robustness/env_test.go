@@ -1,0 +1,223 @@
+package robustness
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/lockstep-go/lockstep"
+	"github.com/lockstep-go/lockstep/embedded"
+	"github.com/lockstep-go/lockstep/internal/faultproxy"
+	"github.com/lockstep-go/lockstep/internal/testutil"
+)
+
+var (
+	duration = flag.Duration("robust.duration", 15*time.Second, "how long each workload runs under faults")
+	seed     = flag.Uint64("robust.seed", 0, "random seed for the fault schedule (0: derived from the clock; printed)")
+)
+
+// sessionTTL is short so that lost sessions, and their recovery, happen
+// many times within a run.
+const sessionTTL = 2 * time.Second
+
+// env is a 3-member embedded cluster and the clients of one workload. Each
+// worker's client reaches every member through its own fault proxies, so a
+// worker can be cut off (blackholed, delayed) on its own, and fails over
+// to another member when one stops, as a production client would.
+type env struct {
+	t        *testing.T
+	cluster  *embedded.Cluster
+	observer *clientv3.Client // never faulted: for checks and for faults themselves
+	workers  []*worker
+	start    time.Time
+
+	rngMu sync.Mutex
+	rng   *rand.Rand
+
+	faultsMu sync.Mutex
+	faults   map[string]int
+	revoked  []revocation
+}
+
+// worker is one client process of a workload.
+type worker struct {
+	id      int
+	cli     *clientv3.Client
+	proxies []*faultproxy.Proxy // one per member
+}
+
+// revocation records a lease revoked by the nemesis: everything it owned
+// ended then, whatever its holder believed.
+type revocation struct {
+	lease clientv3.LeaseID
+	at    time.Duration // since env start
+}
+
+func newEnv(t *testing.T, workers int) *env {
+	t.Helper()
+	ctx := testutil.Context(t, 2*time.Minute)
+	c, err := embedded.StartCluster(ctx, 3, embedded.WithoutFsync())
+	if err != nil {
+		t.Fatalf("start cluster: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := c.WaitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	obs, err := c.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := *seed
+	if s == 0 {
+		s = uint64(time.Now().UnixNano())
+	}
+	t.Logf("fault schedule seed %d (rerun with -robust.seed=%d)", s, s)
+	e := &env{
+		t:        t,
+		cluster:  c,
+		observer: obs,
+		rng:      rand.New(rand.NewPCG(s, s>>1)),
+		faults:   map[string]int{},
+		start:    time.Now(),
+	}
+	for i := range workers {
+		e.workers = append(e.workers, e.newWorker(i))
+	}
+	return e
+}
+
+func (e *env) newWorker(id int) *worker {
+	e.t.Helper()
+	w := &worker{id: id}
+	var eps []string
+	for _, m := range e.cluster.Members() {
+		p, err := faultproxy.New("127.0.0.1:0", strings.TrimPrefix(m.Endpoint(), "http://"))
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		e.t.Cleanup(func() { p.Close() })
+		w.proxies = append(w.proxies, p)
+		eps = append(eps, "http://"+p.Addr())
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   eps,
+		DialTimeout: 2 * time.Second,
+		Logger:      zap.NewNop(),
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { cli.Close() })
+	w.cli = cli
+	return w
+}
+
+// now is the time since the env started, the clock every history uses.
+func (e *env) now() time.Duration { return time.Since(e.start) }
+
+func (e *env) intn(n int) int {
+	e.rngMu.Lock()
+	defer e.rngMu.Unlock()
+	return e.rng.IntN(n)
+}
+
+// between returns a random duration in [lo, hi).
+func (e *env) between(lo, hi time.Duration) time.Duration {
+	return lo + time.Duration(e.intn(int(hi-lo)))
+}
+
+func (e *env) countFault(kind string) {
+	e.faultsMu.Lock()
+	e.faults[kind]++
+	e.faultsMu.Unlock()
+}
+
+func (e *env) faultCount() int {
+	e.faultsMu.Lock()
+	defer e.faultsMu.Unlock()
+	n := 0
+	for _, c := range e.faults {
+		n += c
+	}
+	return n
+}
+
+func (e *env) faultSummary() string {
+	e.faultsMu.Lock()
+	defer e.faultsMu.Unlock()
+	var parts []string
+	for _, k := range faultKinds {
+		if c := e.faults[k]; c > 0 {
+			parts = append(parts, fmt.Sprintf("%s×%d", k, c))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+func (e *env) revocations() []revocation {
+	e.faultsMu.Lock()
+	defer e.faultsMu.Unlock()
+	return append([]revocation(nil), e.revoked...)
+}
+
+// session makes a new session for a worker, retrying through faults until
+// ctx ends. Workers call it again whenever their session is lost.
+func (w *worker) session(ctx context.Context, reg *leases) (*lockstep.Session, error) {
+	for attempt := 0; ; attempt++ {
+		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		s, err := lockstep.NewSession(sctx, w.cli, lockstep.WithTTL(sessionTTL))
+		cancel()
+		if err == nil {
+			reg.add(s)
+			return s, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		time.Sleep(time.Duration(50*(attempt%10+1)) * time.Millisecond)
+	}
+}
+
+// leases is the set of live sessions, which the nemesis may revoke.
+type leases struct {
+	mu   sync.Mutex
+	live map[clientv3.LeaseID]*lockstep.Session
+}
+
+func newLeases() *leases { return &leases{live: map[clientv3.LeaseID]*lockstep.Session{}} }
+
+func (l *leases) add(s *lockstep.Session) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.live[s.Lease()] = s
+}
+
+func (l *leases) pick(n int) (clientv3.LeaseID, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for id, s := range l.live {
+		if s.Err() != nil {
+			delete(l.live, id)
+		}
+	}
+	if len(l.live) == 0 {
+		return 0, false
+	}
+	i := n % len(l.live)
+	for id := range l.live {
+		if i == 0 {
+			return id, true
+		}
+		i--
+	}
+	return 0, false
+}

@@ -1,0 +1,54 @@
+package robustness
+
+import (
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"text/tabwriter"
+
+	"github.com/lockstep-go/lockstep/internal/testutil"
+)
+
+func TestMain(m *testing.M) { testutil.Main(m, printSummary) }
+
+// row is one workload's line in the summary.
+type row struct {
+	workload   string
+	ops        int
+	faults     int
+	faultKinds string
+	violations []string
+}
+
+var (
+	summaryMu sync.Mutex
+	summary   []row
+)
+
+// report records a workload's result and fails the test for each
+// violation.
+func (e *env) report(t *testing.T, workload string, ops int, violations []string) {
+	t.Helper()
+	for _, v := range violations {
+		t.Errorf("%s: %s", workload, v)
+	}
+	summaryMu.Lock()
+	defer summaryMu.Unlock()
+	summary = append(summary, row{workload, ops, e.faultCount(), e.faultSummary(), violations})
+}
+
+func printSummary() {
+	summaryMu.Lock()
+	defer summaryMu.Unlock()
+	if len(summary) == 0 {
+		return
+	}
+	fmt.Fprintf(os.Stdout, "\nrobustness summary (-robust.duration=%v per workload)\n", *duration)
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "workload\toperations\tfaults\tviolations\tfault kinds")
+	for _, r := range summary {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\n", r.workload, r.ops, r.faults, len(r.violations), r.faultKinds)
+	}
+	tw.Flush()
+}
