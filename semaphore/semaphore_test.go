@@ -141,52 +141,64 @@ func TestPermitsAndHolders(t *testing.T) {
 	}
 }
 
-// TestFIFO queues waiters in a known order and releases holders newest
-// first, which would strand a design where each waiter watches only its
-// predecessor (the first waiter's predecessor is the last to go).
+// TestFIFO queues waiters in a known order, then releases one holder at a
+// time and checks who is granted next. Releasing the oldest or a middle
+// holder (never the first waiter's predecessor, never the permit just
+// granted) strands a waiter that watches only its predecessor, and one that
+// is never told it moved to the front.
 func TestFIFO(t *testing.T) {
-	cli := testutil.Client(t)
-	ctx := testutil.Context(t, 30*time.Second)
-	prefix := testutil.Prefix(t)
-	const limit, waiters = 3, 8
-	sem := newSem(t, testutil.Session(t, cli), prefix, limit)
+	for _, tt := range []struct {
+		name string
+		pick func(held []*semaphore.Permit) int // which holder to release
+	}{
+		{"release oldest", func([]*semaphore.Permit) int { return 0 }},
+		{"release middle", func(held []*semaphore.Permit) int { return len(held) / 2 }},
+		{"release newest", func(held []*semaphore.Permit) int { return len(held) - 1 }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cli := testutil.Client(t)
+			ctx := testutil.Context(t, 30*time.Second)
+			prefix := testutil.Prefix(t)
+			const limit, waiters = 3, 8
+			sem := newSem(t, testutil.Session(t, cli), prefix, limit)
 
-	var held []*semaphore.Permit
-	for range limit {
-		held = append(held, acquire(t, ctx, sem))
-	}
-	out := make(chan grant, waiters)
-	for i := range waiters {
-		// Each waiter on its own session, queued only after the previous
-		// one's key exists.
-		startWaiter(ctx, newSem(t, testutil.Session(t, cli), prefix, limit), i, out)
-		waitKeys(t, ctx, cli, prefix, limit+i+1)
-	}
+			var held []*semaphore.Permit
+			for range limit {
+				held = append(held, acquire(t, ctx, sem))
+			}
+			out := make(chan grant, waiters)
+			for i := range waiters {
+				// Each waiter on its own session, queued only after the
+				// previous one's key exists.
+				startWaiter(ctx, newSem(t, testutil.Session(t, cli), prefix, limit), i, out)
+				waitKeys(t, ctx, cli, prefix, limit+i+1)
+			}
 
-	var order []int
-	for len(order) < waiters {
-		// Release the newest holder.
-		last := held[len(held)-1]
-		held = held[:len(held)-1]
-		release(t, ctx, last)
-		g := recvGrant(t, ctx, out)
-		order = append(order, g.i)
-		held = append(held, g.p)
-		select {
-		case g := <-out:
-			t.Fatalf("waiter %d was granted a permit without a release", g.i)
-		default:
-		}
-	}
-	for _, p := range held {
-		release(t, ctx, p)
-	}
-	want := make([]int, waiters)
-	for i := range want {
-		want[i] = i
-	}
-	if !slices.Equal(order, want) {
-		t.Fatalf("grant order: got %v, want %v", order, want)
+			var order []int
+			for len(order) < waiters {
+				i := tt.pick(held)
+				release(t, ctx, held[i])
+				held = slices.Delete(held, i, i+1)
+				g := recvGrant(t, ctx, out)
+				order = append(order, g.i)
+				held = append(held, g.p)
+				select {
+				case g := <-out:
+					t.Fatalf("waiter %d was granted a permit without a release", g.i)
+				default:
+				}
+			}
+			for _, p := range held {
+				release(t, ctx, p)
+			}
+			want := make([]int, waiters)
+			for i := range want {
+				want[i] = i
+			}
+			if !slices.Equal(order, want) {
+				t.Fatalf("grant order: got %v, want %v", order, want)
+			}
+		})
 	}
 }
 
