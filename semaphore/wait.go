@@ -14,57 +14,99 @@ import (
 // How waiting works (docs/semaphore.md has the argument in full).
 //
 // Only the first waiter (exactly limit keys ahead of it) watches the keys
-// that hold permits: it watches the prefix for deletes, from just after the
-// read that showed it the holders, and is promoted by the first delete of a
-// key it saw ahead of it. Every other waiter watches only the waiter just
-// ahead of it, for any change. A waiter that is promoted rewrites its own
-// key (a "touch") before it returns, which wakes the one waiter behind it;
-// that waiter reads the queue again and finds itself first in line.
+// that hold permits: it watches the prefix for deletes and is promoted by
+// the first delete of a key it saw ahead of it. Every other waiter watches
+// only the waiter just ahead of it, for any change. A waiter that is
+// promoted rewrites its own key (a "touch") before it returns, which wakes
+// the one waiter behind it; that waiter reads the queue again and finds
+// itself first in line.
 //
 // So a release wakes one waiter, and the promotion it causes wakes one
 // more: two watch events, whatever the limit and however long the queue.
 // No release is missed: a waiter's position can only reach the limit after
 // the waiter ahead of it was promoted (and touched its key) or went away
-// (deleting its key), and every watch starts at the revision after the
-// read it acts on.
+// (deleting its key), and every decision rests on a read that the watch
+// covers (see watch).
 
 // wake says why a wait ended.
 type wake int
 
 const (
 	changed  wake = iota // what we watch changed: read the queue again now
-	broken               // the watch ended without news: read again after a pause
+	broken               // the watch ended: read again after a pause, with a new watch
 	promoted             // a key ahead of ours went while we were first in line
 )
 
+// watch is one open watch, kept across reads while its target stays the
+// same.
+//
+// It starts at the server's current revision rather than just after our
+// read: etcd serves a watch whose start revision is already in the past
+// (any write landed between our read and the watch) only from its 100ms
+// catch-up loop, which under contention would add up to 100ms to every
+// handoff. Instead the watch reports the revision it started at (its
+// created notice); if that is past our read, something may have changed
+// in between and we read again, keeping the watch, which covers everything
+// after its start.
+type watch struct {
+	target string // a waiter's key, or the prefix's directory
+	ch     clientv3.WatchChan
+	cancel context.CancelFunc
+	start  int64 // revision the server had when it created the watch; 0 until known
+}
+
+func (t *ticket) watch(ctx context.Context, target string, first bool) *watch {
+	wctx, cancel := context.WithCancel(ctx)
+	opts := []clientv3.OpOption{clientv3.WithCreatedNotify()}
+	if first {
+		opts = append(opts, clientv3.WithPrefix(), clientv3.WithFilterPut())
+	}
+	return &watch{target: target, ch: t.m.s.Client().Watch(wctx, target, opts...), cancel: cancel}
+}
+
+func (w *watch) stop() {
+	if w != nil {
+		w.cancel()
+	}
+}
+
 // wait blocks until the ticket holds a permit.
 func (t *ticket) wait(ctx context.Context) (*Permit, error) {
+	// Only a ticket that queued behind others can have a waiter watching
+	// it; only such a ticket touches its key when promoted.
+	touch := len(t.first.ahead) >= t.m.limit
 	v := t.first
-	waited := false
+	var w *watch
+	defer func() { w.stop() }()
 	for attempt := 0; ; {
 		if err := t.m.agree(v.ahead); err != nil {
 			return nil, err
 		}
-		var w wake
-		var err error
-		switch n := len(v.ahead); {
-		case n < t.m.limit:
-			return t.grant(ctx, waited, v.rev)
-		case n == t.m.limit:
-			w, err = t.waitFirst(ctx, v)
-		default:
-			w, err = t.waitBehind(ctx, v)
+		n := len(v.ahead)
+		if n < t.m.limit {
+			return t.grant(ctx, touch, v.rev)
 		}
+		first := n == t.m.limit
+		target := string(v.ahead[0].Key)
+		if first {
+			target = keys.Dir(t.m.prefix)
+		}
+		if w == nil || w.target != target {
+			w.stop()
+			w = t.watch(ctx, target, first)
+		}
+		why, err := t.waitOn(ctx, w, v, first)
 		if err != nil {
 			return nil, err
 		}
-		waited = true
-		switch w {
+		switch why {
 		case promoted:
-			// Every key ahead was seen (and agreed) and one of them went:
+			// Every key ahead was read (and agreed) and one of them went:
 			// no need to read again.
 			return t.grant(ctx, true, 0)
 		case broken:
+			w.stop()
+			w = nil
 			if err := retry.Sleep(ctx, attempt); err != nil {
 				return nil, err
 			}
@@ -78,11 +120,56 @@ func (t *ticket) wait(ctx context.Context) (*Permit, error) {
 	}
 }
 
-// grant turns the ticket into a permit. A ticket that waited touches its
-// key first, in a transaction guarded by its revision, to wake the waiter
-// behind it; seen is then unused. A ticket that held from the start has
-// nobody watching it and passes seen, the revision of the read that showed
-// it holds.
+// waitOn waits on w for a change that matters after the read v. First in
+// line, that is the delete of a key ahead of ours (puts are filtered out by
+// the server; deletes of waiters behind us are ignored); behind another
+// waiter, any change to its key.
+func (t *ticket) waitOn(ctx context.Context, w *watch, v view, first bool) (wake, error) {
+	var ahead map[string]bool
+	if first {
+		ahead = make(map[string]bool, len(v.ahead))
+		for _, kv := range v.ahead {
+			ahead[string(kv.Key)] = true
+		}
+	}
+	for {
+		resp, err := t.next(ctx, w.ch)
+		if err != nil || resp == nil {
+			return broken, err
+		}
+		if resp.Canceled || resp.CompactRevision != 0 {
+			return broken, nil
+		}
+		if resp.Created {
+			w.start = resp.Header.Revision
+			if w.start > v.rev {
+				return changed, nil // the watch may have missed something after v
+			}
+		}
+		for _, ev := range resp.Events {
+			if ev.Kv.ModRevision <= v.rev {
+				continue // already in v
+			}
+			if !first {
+				return changed, nil
+			}
+			if ev.Type != mvccpb.DELETE {
+				continue
+			}
+			switch k := string(ev.Kv.Key); {
+			case k == t.key:
+				return 0, t.m.keyGone(ctx, t.key)
+			case ahead[k]:
+				return promoted, nil
+			}
+		}
+	}
+}
+
+// grant turns the ticket into a permit. A ticket that queued behind others
+// touches its key first, in a transaction guarded by its revision, to wake
+// the waiter behind it; seen is then unused. A ticket that held from the
+// start passes seen, the revision of the read that showed it holds.
 func (t *ticket) grant(ctx context.Context, touch bool, seen int64) (*Permit, error) {
 	if !touch {
 		return t.m.newPermit(t.key, t.rev, seen+1), nil
@@ -98,63 +185,6 @@ func (t *ticket) grant(ctx context.Context, touch bool, seen int64) (*Permit, er
 		return nil, t.m.keyGone(ctx, t.key)
 	}
 	return t.m.newPermit(t.key, t.rev, resp.Header.Revision+1), nil
-}
-
-// waitFirst waits as the first in line: v.ahead are exactly the holders.
-// Deletes of other keys (waiters behind us leaving) are ignored; puts are
-// filtered out by the server.
-func (t *ticket) waitFirst(ctx context.Context, v view) (wake, error) {
-	ahead := make(map[string]bool, len(v.ahead))
-	for _, kv := range v.ahead {
-		ahead[string(kv.Key)] = true
-	}
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	wch := t.m.s.Client().Watch(wctx, keys.Dir(t.m.prefix),
-		clientv3.WithPrefix(), clientv3.WithRev(v.rev+1), clientv3.WithFilterPut())
-	for {
-		resp, err := t.next(ctx, wch)
-		if err != nil || resp == nil {
-			return broken, err
-		}
-		if resp.CompactRevision != 0 {
-			return changed, nil
-		}
-		for _, ev := range resp.Events {
-			if ev.Type != mvccpb.DELETE {
-				continue
-			}
-			switch k := string(ev.Kv.Key); {
-			case k == t.key:
-				return 0, t.m.keyGone(ctx, t.key)
-			case ahead[k]:
-				return promoted, nil
-			}
-		}
-		if resp.Canceled {
-			return broken, nil
-		}
-	}
-}
-
-// waitBehind waits behind another waiter: any change to its key (a touch
-// when it is promoted, a delete when it leaves) may move us to the front.
-func (t *ticket) waitBehind(ctx context.Context, v view) (wake, error) {
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	wch := t.m.s.Client().Watch(wctx, string(v.ahead[0].Key), clientv3.WithRev(v.rev+1))
-	for {
-		resp, err := t.next(ctx, wch)
-		if err != nil || resp == nil {
-			return broken, err
-		}
-		if resp.CompactRevision != 0 || len(resp.Events) > 0 {
-			return changed, nil
-		}
-		if resp.Canceled {
-			return broken, nil
-		}
-	}
 }
 
 // next returns the next watch response, nil if the watch ended, or an

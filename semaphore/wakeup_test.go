@@ -15,6 +15,11 @@ import (
 // put event), so no waiter sees more than two events however far back it
 // queued; a semaphore whose waiters watch the whole prefix would deliver
 // every release to every waiter.
+//
+// A waiter's KV round trips: enqueue, a read when the waiter ahead moves,
+// the touch when promoted, and at most one more read each time a write
+// lands between a read and the start of the watch that follows it (once
+// while queueing, once while first in line): at most 5.
 func TestWakeupsPerRelease(t *testing.T) {
 	cli := testutil.Client(t)
 	ctx := testutil.Context(t, 2*time.Minute)
@@ -43,6 +48,7 @@ func TestWakeupsPerRelease(t *testing.T) {
 	}
 
 	total := 0
+	kvs := map[int]int{} // KV round trips per waiter -> waiters
 	for n := range waiters {
 		release(t, ctx, held[0])
 		held = held[1:]
@@ -62,15 +68,17 @@ func TestWakeupsPerRelease(t *testing.T) {
 		if r.events > 2 {
 			t.Errorf("waiter %d received %d watch events while waiting, want at most 2", r.i, r.events)
 		}
-		if r.kv > 3 {
-			t.Errorf("waiter %d made %d KV round trips, want at most 3 (enqueue, read, touch)", r.i, r.kv)
+		if r.kv > 5 {
+			t.Errorf("waiter %d made %d KV round trips, want at most 5", r.i, r.kv)
 		}
+		kvs[r.kv]++
 		total += r.events
 	}
 	for _, p := range held {
 		release(t, ctx, p)
 	}
-	t.Logf("%d releases, %d watch events delivered to waiters: %.2f per release", waiters, total, float64(total)/waiters)
+	t.Logf("%d releases, %d watch events delivered to waiters: %.2f per release; waiters by KV round trips: %v",
+		waiters, total, float64(total)/waiters, kvs)
 	if total > 2*waiters {
 		t.Fatalf("watch events: got %d for %d releases, want at most %d", total, waiters, 2*waiters)
 	}
