@@ -34,8 +34,10 @@ type Handle struct {
 	stopWatch context.CancelFunc
 	watchDone chan struct{}
 
-	mu  sync.Mutex
-	err error
+	mu        sync.Mutex
+	err       error
+	releasing int  // Release calls in flight
+	goneSeen  bool // the watcher saw the key deleted while a Release was in flight
 }
 
 // New starts tracking the ownership of key, created at revision rev under
@@ -74,10 +76,24 @@ func (h *Handle) watch(ctx context.Context, fromRev int64) {
 		<-gone
 		h.end(h.s.Err())
 	case err := <-gone:
-		if err == nil {
+		if err == nil && !h.leaveToRelease() {
 			h.end(h.whyGone())
 		}
 	}
+}
+
+// leaveToRelease reports whether a Release is in flight when the watcher
+// sees the key deleted. The delete is then most likely that Release's own,
+// and the Release, which knows, ends the ownership; blaming someone else
+// here would race it.
+func (h *Handle) leaveToRelease() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.releasing == 0 {
+		return false
+	}
+	h.goneSeen = true
+	return true
 }
 
 // whyGone explains a deleted key. A lease that expired or was revoked
@@ -161,8 +177,9 @@ func (h *Handle) end(err error) {
 // If ownership already ended it returns that reason and deletes nothing
 // that is not ours: after a session loss it still removes the key if it is
 // ours (the lease may outlive our view of it), under its own short timeout.
-// If the RPC fails the handle is unchanged and Release can be retried; the
-// guard makes a retry safe.
+// If the RPC fails the handle is unchanged (unless the key was seen
+// deleted meanwhile, which ends it) and Release can be retried; the guard
+// makes a retry safe.
 func (h *Handle) Release(ctx context.Context, then ...clientv3.Op) error {
 	if err := h.Err(); err != nil {
 		if errors.Is(err, lockstep.ErrSessionLost) {
@@ -171,8 +188,20 @@ func (h *Handle) Release(ctx context.Context, then ...clientv3.Op) error {
 		return err
 	}
 	ops := append([]clientv3.Op{clientv3.OpDelete(h.key)}, then...)
+	h.mu.Lock()
+	h.releasing++
+	h.mu.Unlock()
 	resp, err := h.s.Client().Txn(ctx).If(h.IsOwner()).Then(ops...).Commit()
+	h.mu.Lock()
+	h.releasing--
+	gone := h.goneSeen
+	h.mu.Unlock()
 	if err != nil {
+		if gone {
+			// The watcher left the deletion to us and has stopped: end the
+			// ownership, since nobody else will.
+			h.End(h.whyGone())
+		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
