@@ -45,6 +45,10 @@ type view struct {
 // own and the limit+1 nearest ahead of it: enough to tell whether we hold
 // (fewer than limit ahead), are first in line (exactly limit) or wait
 // behind another waiter.
+//
+// A transient failure (leader election, unreachable member) is retried with
+// backoff. The failed write may have been applied without our seeing it, so
+// its key is deleted in the retry's own transaction.
 func (m *Semaphore) enqueue(ctx context.Context) (*ticket, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -52,7 +56,7 @@ func (m *Semaphore) enqueue(ctx context.Context) (*ticket, error) {
 	if m.s.Err() != nil {
 		return nil, m.sessionErr()
 	}
-	for {
+	for attempt := 0; ; {
 		key := fmt.Sprintf("%s/%x-%016x", m.prefix, int64(m.s.Lease()), rand.Uint64())
 		orphans := m.takeOrphans()
 		ops := make([]clientv3.Op, 0, len(orphans)+2)
@@ -71,9 +75,14 @@ func (m *Semaphore) enqueue(ctx context.Context) (*ticket, error) {
 			Then(ops...).
 			Commit()
 		if err != nil {
-			m.putOrphans(orphans)
-			// The write may have been applied even though we saw no answer.
-			m.cleanup(ctx, key, 0)
+			m.putOrphans(append(orphans, key))
+			if transient(err) && ctx.Err() == nil {
+				if perr := m.pause(ctx, attempt); perr == nil {
+					attempt++
+					continue
+				}
+			}
+			m.cleanupOrphans(ctx)
 			return nil, ctxErr(ctx, m.writeErr(err))
 		}
 		if !resp.Succeeded {
@@ -98,20 +107,29 @@ func (m *Semaphore) enqueue(ctx context.Context) (*ticket, error) {
 
 // read reads the queue again: our key and the limit+1 keys nearest ahead of
 // it. The range stops at our create revision, so our key comes first if it
-// still exists, which is how a waiter learns that it was deleted.
+// still exists, which is how a waiter learns that it was deleted. Transient
+// failures are retried: a waiter must not lose its place to an election.
 func (t *ticket) read(ctx context.Context) (view, error) {
-	resp, err := t.m.s.Client().Get(ctx, keys.Dir(t.m.prefix),
-		clientv3.WithPrefix(),
-		clientv3.WithMaxCreateRev(t.rev),
-		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend),
-		clientv3.WithLimit(int64(t.m.limit)+2))
-	if err != nil {
-		return view{}, ctxErr(ctx, fmt.Errorf("semaphore: read %s: %w", t.m.prefix, err))
+	for attempt := 0; ; attempt++ {
+		resp, err := t.m.s.Client().Get(ctx, keys.Dir(t.m.prefix),
+			clientv3.WithPrefix(),
+			clientv3.WithMaxCreateRev(t.rev),
+			clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend),
+			clientv3.WithLimit(int64(t.m.limit)+2))
+		if err != nil {
+			if transient(err) && ctx.Err() == nil {
+				if perr := t.m.pause(ctx, attempt); perr != nil {
+					return view{}, perr
+				}
+				continue
+			}
+			return view{}, ctxErr(ctx, fmt.Errorf("semaphore: read %s: %w", t.m.prefix, err))
+		}
+		if len(resp.Kvs) == 0 || string(resp.Kvs[0].Key) != t.key {
+			return view{}, t.m.keyGone(ctx, t.key)
+		}
+		return view{ahead: resp.Kvs[1:], rev: resp.Header.Revision}, nil
 	}
-	if len(resp.Kvs) == 0 || string(resp.Kvs[0].Key) != t.key {
-		return view{}, t.m.keyGone(ctx, t.key)
-	}
-	return view{ahead: resp.Kvs[1:], rev: resp.Header.Revision}, nil
 }
 
 // agree checks that every key read records this client's limit. A permit

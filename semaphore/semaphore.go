@@ -2,16 +2,21 @@ package semaphore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/lockstep-go/lockstep"
 	"github.com/lockstep-go/lockstep/internal/keys"
 	"github.com/lockstep-go/lockstep/internal/own"
+	"github.com/lockstep-go/lockstep/internal/retry"
 )
 
 // cleanupTimeout bounds the delete of a key left by an acquisition that
@@ -132,24 +137,39 @@ func (m *Semaphore) newPermit(key string, rev, fromRev int64) *Permit {
 	return &Permit{Handle: own.New(m.s, key, rev, fromRev, nil)}
 }
 
-// cleanup removes the key of an acquisition that did not succeed, under its
-// own bounded context because the caller's may have ended. rev 0 means the
-// revision is unknown (the write's outcome was not seen): the key is then
-// matched by our lease, which only our own writes can have set. A key that
-// cannot be deleted now is remembered and deleted by the next acquisition;
-// failing that, it goes with the session's lease.
+// cleanup removes the key of an acquisition that did not succeed, guarded
+// by its create revision, under its own bounded context because the
+// caller's may have ended. A key that cannot be deleted now is remembered
+// and deleted by the next acquisition's transaction; failing that, it goes
+// with the session's lease.
 func (m *Semaphore) cleanup(ctx context.Context, key string, rev int64) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
-	guard := clientv3.Compare(clientv3.CreateRevision(key), "=", rev)
-	if rev == 0 {
-		guard = clientv3.Compare(clientv3.LeaseValue(key), "=", m.s.Lease())
-	}
-	_, err := m.s.Client().Txn(ctx).If(guard).Then(clientv3.OpDelete(key)).Commit()
+	_, err := m.s.Client().Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", rev)).
+		Then(clientv3.OpDelete(key)).
+		Commit()
 	if err != nil && m.s.Err() == nil {
-		m.mu.Lock()
-		m.orphans = append(m.orphans, key)
-		m.mu.Unlock()
+		m.putOrphans([]string{key})
+	}
+}
+
+// cleanupOrphans deletes the keys of writes whose outcome we did not see,
+// under its own bounded context. Their names are never reused, so an
+// unguarded delete touches only ours.
+func (m *Semaphore) cleanupOrphans(ctx context.Context) {
+	orphans := m.takeOrphans()
+	if len(orphans) == 0 || m.s.Err() != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	ops := make([]clientv3.Op, len(orphans))
+	for i, o := range orphans {
+		ops[i] = clientv3.OpDelete(o)
+	}
+	if _, err := m.s.Client().Txn(ctx).Then(ops...).Commit(); err != nil {
+		m.putOrphans(orphans)
 	}
 }
 
@@ -175,6 +195,30 @@ func (m *Semaphore) putOrphans(o []string) {
 // sessionErr is the error for a session that ended while we waited.
 func (m *Semaphore) sessionErr() error {
 	return fmt.Errorf("semaphore: %w", m.s.Err())
+}
+
+// transient reports whether err is worth retrying: etcd reports leader
+// elections, timeouts and unreachable members as Unavailable.
+func transient(err error) bool {
+	var ee rpctypes.EtcdError
+	if errors.As(err, &ee) {
+		return ee.Code() == codes.Unavailable
+	}
+	return status.Code(err) == codes.Unavailable
+}
+
+// pause waits before retry number attempt, or returns why it cannot go on.
+func (m *Semaphore) pause(ctx context.Context, attempt int) error {
+	t := time.NewTimer(retry.Delay(attempt))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-m.s.Done():
+		return m.sessionErr()
+	case <-t.C:
+		return nil
+	}
 }
 
 // ctxErr returns ctx's error unwrapped if ctx ended, else err: a caller

@@ -8,7 +8,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/lockstep-go/lockstep/internal/keys"
-	"github.com/lockstep-go/lockstep/internal/retry"
 )
 
 // How waiting works (docs/semaphore.md has the argument in full).
@@ -107,7 +106,7 @@ func (t *ticket) wait(ctx context.Context) (*Permit, error) {
 		case broken:
 			w.stop()
 			w = nil
-			if err := retry.Sleep(ctx, attempt); err != nil {
+			if err := t.m.pause(ctx, attempt); err != nil {
 				return nil, err
 			}
 			attempt++
@@ -169,22 +168,30 @@ func (t *ticket) waitOn(ctx context.Context, w *watch, v view, first bool) (wake
 // grant turns the ticket into a permit. A ticket that queued behind others
 // touches its key first, in a transaction guarded by its revision, to wake
 // the waiter behind it; seen is then unused. A ticket that held from the
-// start passes seen, the revision of the read that showed it holds.
+// start passes seen, the revision of the read that showed it holds. The
+// guarded touch can be repeated safely, so transient failures are retried.
 func (t *ticket) grant(ctx context.Context, touch bool, seen int64) (*Permit, error) {
 	if !touch {
 		return t.m.newPermit(t.key, t.rev, seen+1), nil
 	}
-	resp, err := t.m.s.Client().Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.rev)).
-		Then(clientv3.OpPut(t.key, t.m.value, clientv3.WithLease(t.m.s.Lease()))).
-		Commit()
-	if err != nil {
-		return nil, ctxErr(ctx, t.m.writeErr(err))
+	for attempt := 0; ; attempt++ {
+		resp, err := t.m.s.Client().Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.rev)).
+			Then(clientv3.OpPut(t.key, t.m.value, clientv3.WithLease(t.m.s.Lease()))).
+			Commit()
+		switch {
+		case err != nil && transient(err) && ctx.Err() == nil:
+			if perr := t.m.pause(ctx, attempt); perr != nil {
+				return nil, perr
+			}
+		case err != nil:
+			return nil, ctxErr(ctx, t.m.writeErr(err))
+		case !resp.Succeeded:
+			return nil, t.m.keyGone(ctx, t.key)
+		default:
+			return t.m.newPermit(t.key, t.rev, resp.Header.Revision+1), nil
+		}
 	}
-	if !resp.Succeeded {
-		return nil, t.m.keyGone(ctx, t.key)
-	}
-	return t.m.newPermit(t.key, t.rev, resp.Header.Revision+1), nil
 }
 
 // next returns the next watch response, nil if the watch ended, or an
