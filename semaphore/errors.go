@@ -15,6 +15,7 @@ var (
 	// many permits the semaphore has. No permit is granted while they do.
 	ErrLimitMismatch = errors.New("semaphore: limit mismatch")
 
-	// ErrInvalidLimit is returned by New for a limit that is not positive.
+	// ErrInvalidLimit is returned by New for a limit that is not between 1
+	// and math.MaxInt32.
 	ErrInvalidLimit = errors.New("semaphore: invalid limit")
 )

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"sync"
 	"time"
@@ -45,7 +46,8 @@ type Semaphore struct {
 // the same prefix must use the same limit (see ErrLimitMismatch). New does
 // no I/O. It fails with lockstep.ErrNilSession, an error wrapping the
 // session's Err if it already ended, lockstep.ErrInvalidPrefix for an empty
-// prefix or one ending in "/", and ErrInvalidLimit for limit <= 0.
+// prefix or one ending in "/", and ErrInvalidLimit for a limit that is not
+// between 1 and math.MaxInt32.
 func New(s *lockstep.Session, prefix string, limit int) (*Semaphore, error) {
 	if s == nil {
 		return nil, lockstep.ErrNilSession
@@ -56,8 +58,8 @@ func New(s *lockstep.Session, prefix string, limit int) (*Semaphore, error) {
 	if err := keys.CheckPrefix(prefix); err != nil {
 		return nil, fmt.Errorf("semaphore: %w", err)
 	}
-	if limit <= 0 {
-		return nil, fmt.Errorf("%w: %d (want at least 1)", ErrInvalidLimit, limit)
+	if limit <= 0 || limit > math.MaxInt32 {
+		return nil, fmt.Errorf("%w: %d (want 1 to %d)", ErrInvalidLimit, limit, math.MaxInt32)
 	}
 	return &Semaphore{s: s, prefix: prefix, limit: limit, value: strconv.Itoa(limit)}, nil
 }
@@ -99,7 +101,7 @@ func (m *Semaphore) TryAcquire(ctx context.Context) (*Permit, error) {
 	}
 	if len(t.first.ahead) >= m.limit {
 		m.cleanup(ctx, t.key, t.rev)
-		return nil, fmt.Errorf("%w: %s has %d holders or waiters", ErrNoPermit, m.prefix, len(t.first.ahead))
+		return nil, fmt.Errorf("%w: all %d permits of %s are held or waited for", ErrNoPermit, m.limit, m.prefix)
 	}
 	return t.grant(ctx, false, t.first.rev)
 }

@@ -3,6 +3,7 @@ package semaphore_test
 import (
 	"context"
 	"errors"
+	"math"
 	"slices"
 	"testing"
 	"time"
@@ -19,6 +20,8 @@ func TestNewRejectsBadInput(t *testing.T) {
 	live := testutil.Session(t, cli)
 	closed := testutil.Session(t, cli)
 	closed.Close()
+	huge := math.MaxInt32
+	huge++ // a variable, so that this compiles where int has 32 bits
 	tests := []struct {
 		name   string
 		s      *lockstep.Session
@@ -32,6 +35,7 @@ func TestNewRejectsBadInput(t *testing.T) {
 		{"prefix ending in slash", live, "/sem/", 1, lockstep.ErrInvalidPrefix},
 		{"zero limit", live, "/sem", 0, semaphore.ErrInvalidLimit},
 		{"negative limit", live, "/sem", -3, semaphore.ErrInvalidLimit},
+		{"huge limit", live, "/sem", huge, semaphore.ErrInvalidLimit},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
