@@ -34,6 +34,6 @@
 // permit is held until then anyway).
 //
 // The prefix belongs to the semaphore: do not store other keys under
-// prefix/. See docs/semaphore.md for the key layout, the waiting protocol
+// prefix/, nor nest another semaphore's prefix inside it. See docs/semaphore.md for the key layout, the waiting protocol
 // and failure behaviour.
 package semaphore
