@@ -85,6 +85,24 @@ func TestHandleReleaseIsGuardedAndFinal(t *testing.T) {
 	}
 }
 
+// TestHandleReleaseReasonIsReleased: the watcher sees the delete of every
+// Release; it must not blame someone else for it, however the two race.
+func TestHandleReleaseReasonIsReleased(t *testing.T) {
+	cli := testutil.Client(t)
+	ctx := testutil.Context(t, 30*time.Second)
+	s := testutil.Session(t, cli)
+	key := testutil.Prefix(t)
+	for i := range 100 {
+		h := claim(t, ctx, s, key)
+		if err := h.Release(ctx); err != nil {
+			t.Fatalf("release %d: %v", i, err)
+		}
+		if !errors.Is(h.Err(), lockstep.ErrReleased) {
+			t.Fatalf("release %d: Err got %v, want ErrReleased", i, h.Err())
+		}
+	}
+}
+
 func TestHandleEndsWithSession(t *testing.T) {
 	cli := testutil.Client(t)
 	ctx := testutil.Context(t, 20*time.Second)
