@@ -25,6 +25,15 @@ func newElection(t *testing.T, cli *clientv3.Client, prefix string, opts ...lock
 	return e
 }
 
+func mustNew(t *testing.T, s *lockstep.Session, prefix string) *election.Election {
+	t.Helper()
+	e, err := election.New(s, prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
 func campaign(t *testing.T, ctx context.Context, e *election.Election, value string) *election.Term {
 	t.Helper()
 	term, err := e.Campaign(ctx, value)
