@@ -166,10 +166,10 @@ func (r *Runner) newSession(ctx context.Context) (*lockstep.Session, error) {
 type outcome int
 
 const (
-	lost      outcome = iota // leadership ended under the job, or Run's ctx ended
-	finished                 // the job finished (StopWhenDone)
-	failed                   // the job returned an error: back off
-	yielded                  // the job returned nil under Recampaign
+	lost     outcome = iota // leadership ended under the job, or Run's ctx ended
+	finished                // the job finished (StopWhenDone)
+	failed                  // the job returned an error: back off
+	yielded                 // the job returned nil under Recampaign
 )
 
 // lead runs the job under t as the policy says, then resigns if t still
