@@ -19,6 +19,7 @@ type run struct {
 	runner string
 	token  int64
 	lease  clientv3.LeaseID
+	term   *election.Term
 	start  time.Time
 	end    time.Time // zero while the job runs
 }
@@ -36,7 +37,7 @@ func newRecorder() *recorder { return &recorder{started: make(chan *run, 1000)} 
 // its ctx ends.
 func (rec *recorder) job(name string) leaderjob.Job {
 	return func(ctx context.Context, t *election.Term) error {
-		r := &run{runner: name, token: t.Token(), lease: t.Session().Lease(), start: time.Now()}
+		r := &run{runner: name, token: t.Token(), lease: t.Session().Lease(), term: t, start: time.Now()}
 		rec.mu.Lock()
 		rec.runs = append(rec.runs, r)
 		rec.mu.Unlock()
