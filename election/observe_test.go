@@ -57,13 +57,17 @@ func leaderOf(term *election.Term) election.Leader {
 func TestObserveReportsEveryChange(t *testing.T) {
 	ctx := testutil.Context(t, 20*time.Second)
 	prefix := testutil.Prefix(t)
-	cli, rpc := testutil.CountingClient(t)
+	cli := testutil.Client(t)
+	ocli, rpc := testutil.CountingClient(t)
+	obs, err := election.NewObserver(ocli, prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
 	a := newElection(t, cli, prefix)
 	b := newElection(t, cli, prefix)
 
 	octx, stop := context.WithCancel(ctx)
-	rpc.Reset()
-	ch := a.Observe(octx)
+	ch := obs.Observe(octx)
 	expect(t, ctx, ch, election.Leader{}) // nobody leads yet
 
 	ta := campaign(t, ctx, a, "a1")
@@ -91,11 +95,14 @@ func TestObserveReportsEveryChange(t *testing.T) {
 
 	stop()
 	drain(t, ch)
-	// The observer read once and then only watched; the rest of the RPCs
-	// are the candidates' (2 campaigns, 2 proclaims, 2 resigns, 1 Range of
-	// the waiting candidate, waitKeys' Ranges).
-	if got := rpc.Calls("Txn"); got != 6 {
-		t.Fatalf("Txn calls: got %d, want 6", got)
+	// The observer read once, then only watched: one event per change of
+	// a candidate key (a's campaign and two proclaims, b's campaign, two
+	// resignations), none of which needed a read.
+	if got := rpc.KV(); got != 1 {
+		t.Fatalf("observer KV RPCs: got %d, want 1", got)
+	}
+	if got := rpc.WatchEvents(); got != 6 {
+		t.Fatalf("observer watch events: got %d, want 6", got)
 	}
 }
 

@@ -87,8 +87,9 @@ func (r *Runner) Leader(ctx context.Context) (election.Leader, error) {
 //
 // Run returns nil when a job finished under StopWhenDone. Otherwise it
 // returns when ctx ends, with ctx.Err(), after cancelling the job, waiting
-// for it and resigning, so the next candidate takes over at once. A second
-// Run while one is in progress returns ErrRunning.
+// for it and resigning, so the next candidate takes over at once; or with
+// an error if the etcd client is closed under it. A second Run while one
+// is in progress returns ErrRunning.
 func (r *Runner) Run(ctx context.Context) error {
 	if !r.running.CompareAndSwap(false, true) {
 		return ErrRunning
@@ -113,6 +114,9 @@ func (r *Runner) Run(ctx context.Context) error {
 		return sleep(ctx, nil, r.o.backoff(failures))
 	}
 	for ctx.Err() == nil {
+		if err := r.cli.Ctx().Err(); err != nil {
+			return fmt.Errorf("leaderjob: etcd client closed: %w", err)
+		}
 		if s == nil {
 			var err error
 			if s, err = r.newSession(ctx); err != nil {

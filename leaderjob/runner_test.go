@@ -85,7 +85,7 @@ func (c *callbacks) options() []leaderjob.Option {
 
 func TestRunStopsWhenJobDone(t *testing.T) {
 	ctx := testutil.Context(t, 20*time.Second)
-	cli := testutil.Client(t)
+	cli, rpc := testutil.CountingClient(t)
 	prefix := testutil.Prefix(t)
 	var cb callbacks
 	var r *leaderjob.Runner
@@ -97,8 +97,18 @@ func TestRunStopsWhenJobDone(t *testing.T) {
 		return nil
 	}
 	r = newRunner(t, cli, prefix, job, append(cb.options(), leaderjob.WithIdentity("node-a"))...)
+	rpc.Reset()
 	if err := r.Run(ctx); err != nil {
 		t.Fatalf("Run: got %v, want nil after the job finished", err)
+	}
+	// A lease, a campaign, the job's Leader, a resignation, the revoke.
+	for _, c := range []struct {
+		method string
+		want   int
+	}{{"LeaseGrant", 1}, {"Txn", 2}, {"Range", 1}, {"LeaseRevoke", 1}} {
+		if got := rpc.Calls(c.method); got != c.want {
+			t.Errorf("%s calls: got %d, want %d", c.method, got, c.want)
+		}
 	}
 	if !wasLeader || sawLeader.Value != "node-a" {
 		t.Fatalf("in the job: IsLeader %v, Leader %+v; want true and node-a", wasLeader, sawLeader)
