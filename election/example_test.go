@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -113,6 +114,7 @@ func ExampleElection_Observe() {
 		}
 		elected <- tb
 	}()
+	waitCandidates(ctx, cli, "/elect/indexer", 2) // node-b is queued
 	ta.Resign(ctx)
 	show()
 	(<-elected).Resign(ctx)
@@ -126,6 +128,20 @@ func ExampleElection_Observe() {
 	// leader: node-a
 	// leader: node-b
 	// no leader
+}
+
+// waitCandidates waits until the election has n candidates.
+func waitCandidates(ctx context.Context, cli *clientv3.Client, prefix string, n int64) {
+	for {
+		resp, err := cli.Get(ctx, prefix+"/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err != nil {
+			log.Fatal(err)
+		}
+		if resp.Count == n {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // A leader fences its writes to etcd with IsOwner: once its term is over,
