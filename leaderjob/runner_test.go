@@ -62,6 +62,10 @@ type stopped struct {
 	jobErr error
 }
 
+func (s stopped) String() string {
+	return fmt.Sprintf("{token %d, ended by %v, job error %v}", s.token, s.reason, s.jobErr)
+}
+
 type callbacks struct {
 	mu      sync.Mutex
 	elected []int64
@@ -173,7 +177,7 @@ func TestRunRetriesFailedJob(t *testing.T) {
 			wantErr = nil
 		}
 		if !errors.Is(st.jobErr, wantErr) || !errors.Is(st.reason, lockstep.ErrReleased) {
-			t.Fatalf("term %d: got %+v, want job error %v and resigned", i, st, wantErr)
+			t.Fatalf("term %d: got job error %v, ended by %v; want %v and resigned", i, st.jobErr, st.reason, wantErr)
 		}
 		if i > 0 && st.token <= cb.stopped[i-1].token {
 			t.Fatalf("term %d token %d not above %d", i, st.token, cb.stopped[i-1].token)
@@ -214,7 +218,7 @@ func TestRunAgainKeepsTheTerm(t *testing.T) {
 		t.Fatalf("tokens of the runs: %v, want three of the same term", tokens)
 	}
 	if len(cb.elected) != 1 || len(cb.stopped) != 1 || !errors.Is(cb.stopped[0].reason, lockstep.ErrReleased) {
-		t.Fatalf("callbacks: elected %v, stopped %+v; want one resigned term", cb.elected, cb.stopped)
+		t.Fatalf("callbacks: elected %v, stopped %v; want one resigned term", cb.elected, cb.stopped)
 	}
 }
 
