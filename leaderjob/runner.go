@@ -109,9 +109,9 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	defer closeSession()
 	failures := 0
-	pause := func() bool {
+	pause := func() {
 		failures++
-		return sleep(ctx, nil, r.o.backoff(failures))
+		sleep(ctx, nil, r.o.backoff(failures))
 	}
 	for ctx.Err() == nil {
 		if err := r.cli.Ctx().Err(); err != nil {
