@@ -1,0 +1,144 @@
+package election_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/lockstep-go/lockstep"
+	"github.com/lockstep-go/lockstep/internal/faultproxy"
+	"github.com/lockstep-go/lockstep/internal/testutil"
+)
+
+// proxiedClient returns a client of the shared server whose traffic goes
+// through a fault proxy.
+func proxiedClient(t *testing.T) (*clientv3.Client, *faultproxy.Proxy) {
+	t.Helper()
+	target := strings.TrimPrefix(testutil.Server(t).Endpoints()[0], "http://")
+	p, err := faultproxy.New("127.0.0.1:0", target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testutil.Server(t).ClientConfig()
+	cfg.Endpoints = []string{"http://" + p.Addr()}
+	cli := testutil.ClientWith(t, cfg) // registered first, so closed after the proxy
+	t.Cleanup(func() { p.Close() })
+	return cli, p
+}
+
+// A candidate whose lease is revoked while it waits never returns as
+// leader, even when the leader resigns right after.
+func TestNoPhantomLeaderAfterRevoke(t *testing.T) {
+	ctx := testutil.Context(t, 20*time.Second)
+	prefix := testutil.Prefix(t)
+	cli := testutil.Client(t)
+	a := newElection(t, cli, prefix)
+	sb := testutil.Session(t, cli)
+	b := mustNew(t, sb, prefix)
+	ta := campaign(t, ctx, a, "a")
+	got := campaignAsync(ctx, b, "b")
+	waitKeys(t, ctx, cli, prefix, 2)
+
+	testutil.Revoke(t, cli, sb)
+	if err := ta.Resign(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r := await(t, ctx, got)
+	if r.term != nil || !errors.Is(r.err, lockstep.ErrSessionLost) {
+		t.Fatalf("Campaign after its lease was revoked: got (%v, %v), want (nil, ErrSessionLost)", r.term, r.err)
+	}
+}
+
+// A candidate whose session expires while it waits (it cannot reach the
+// server) returns an error when the session ends, not a term, although
+// etcd still has its key, now the oldest, until the lease expires there.
+func TestNoPhantomLeaderAfterSessionExpiry(t *testing.T) {
+	ctx := testutil.Context(t, 20*time.Second)
+	prefix := testutil.Prefix(t)
+	cli := testutil.Client(t)
+	pcli, proxy := proxiedClient(t)
+	a := newElection(t, cli, prefix)
+	sb := testutil.Session(t, pcli, lockstep.WithTTL(2*time.Second))
+	b := mustNew(t, sb, prefix)
+	ta := campaign(t, ctx, a, "a")
+	got := campaignAsync(ctx, b, "b")
+	waitKeys(t, ctx, cli, prefix, 2)
+
+	proxy.Blackhole()
+	if err := ta.Resign(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r := await(t, ctx, got)
+	if r.term != nil || !errors.Is(r.err, lockstep.ErrSessionLost) {
+		t.Fatalf("Campaign whose session expired: got (%v, %v), want (nil, ErrSessionLost)", r.term, r.err)
+	}
+	select {
+	case <-sb.Done():
+	default:
+		t.Fatal("Campaign returned before its session ended")
+	}
+	proxy.Pass()
+}
+
+// A Resign whose RPC fails leaves the term as it was, and a retry resigns.
+func TestResignRetryAfterFailedRPC(t *testing.T) {
+	ctx := testutil.Context(t, 30*time.Second)
+	prefix := testutil.Prefix(t)
+	cli := testutil.Client(t)
+	pcli, proxy := proxiedClient(t)
+	e := newElection(t, pcli, prefix)
+	term := campaign(t, ctx, e, "a")
+
+	proxy.Blackhole()
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	err := term.Resign(short)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Resign through a blackhole: got %v, want DeadlineExceeded", err)
+	}
+	if term.Err() != nil {
+		t.Fatalf("term ended after a failed Resign: %v", term.Err())
+	}
+	resp, err := cli.Get(ctx, term.Key())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) != 1 || resp.Kvs[0].CreateRevision != term.Token() {
+		t.Fatalf("leader key after a failed Resign: got %v, want it kept", resp.Kvs)
+	}
+
+	proxy.Pass()
+	for {
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := term.Resign(rctx)
+		cancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) && !isUnavailable(err) {
+			t.Fatalf("Resign retry: %v", err)
+		}
+	}
+	if !errors.Is(term.Err(), lockstep.ErrReleased) {
+		t.Fatalf("Err after Resign: got %v, want ErrReleased", term.Err())
+	}
+	resp, err = cli.Get(ctx, term.Key())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) != 0 {
+		t.Fatalf("leader key after Resign: %v", resp.Kvs)
+	}
+	if err := term.Resign(ctx); !errors.Is(err, lockstep.ErrReleased) {
+		t.Fatalf("Resign after Resign: got %v, want ErrReleased", err)
+	}
+}
+
+// isUnavailable reports an RPC that failed while the client reconnects.
+func isUnavailable(err error) bool {
+	return strings.Contains(err.Error(), "Unavailable") || strings.Contains(err.Error(), "unavailable")
+}

@@ -1,0 +1,91 @@
+package election
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/lockstep-go/lockstep"
+	"github.com/lockstep-go/lockstep/internal/own"
+)
+
+// Term is one leadership: from the Campaign that won it to Resign, session
+// loss, or the deletion of its key by someone else. It implements
+// lockstep.Ownership; Token is the create revision of the leader key, which
+// grows from each term of an election to the next.
+type Term struct {
+	*own.Handle
+	e *Election
+
+	mu       sync.Mutex
+	value    string
+	valueRev int64 // revision of the write that set value; 0 for the campaign's
+}
+
+var _ lockstep.Ownership = (*Term)(nil)
+
+// Value returns the value the leader key holds: the one Campaign put, or
+// the last one Proclaim wrote.
+func (t *Term) Value() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.value
+}
+
+// Proclaim replaces the leader's value without a new election, in one Txn
+// guarded by the term's revision: it never writes a key that is not this
+// term's. If the term has ended it returns an error wrapping both
+// ErrNotLeader and the reason the term ended. If the RPC fails the term is
+// unchanged and Proclaim can be retried.
+func (t *Term) Proclaim(ctx context.Context, value string) error {
+	if err := t.Err(); err != nil {
+		return fmt.Errorf("%w: %w", ErrNotLeader, err)
+	}
+	s := t.Session()
+	resp, err := s.Client().Txn(ctx).
+		If(t.IsOwner()).
+		Then(clientv3.OpPut(t.Key(), value, clientv3.WithLease(s.Lease()))).
+		Commit()
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("election: proclaim %s: %w", t.Key(), err)
+	}
+	if !resp.Succeeded {
+		t.End(fmt.Errorf("%w: key %s deleted", lockstep.ErrLost, t.Key()))
+		return fmt.Errorf("%w: %w", ErrNotLeader, t.Err())
+	}
+	t.mu.Lock()
+	if rev := resp.Header.Revision; rev > t.valueRev {
+		t.value, t.valueRev = value, rev
+	}
+	t.mu.Unlock()
+	return nil
+}
+
+// Resign ends the term: it deletes the leader key in one Txn guarded by the
+// term's revision, so it never deletes a key of a later term, and the next
+// candidate takes over at once. Done closes and Err becomes
+// lockstep.ErrReleased.
+//
+// If the RPC fails (or ctx ends first) the term is unchanged and Resign can
+// be retried. Resign after the term ended returns the reason it ended:
+// lockstep.ErrReleased for a second Resign, lockstep.ErrSessionLost,
+// ErrSessionClosed or ErrLost otherwise (after a session loss it still
+// deletes the key if it is ours, so a successor need not wait for the
+// lease to expire).
+func (t *Term) Resign(ctx context.Context) error {
+	err := t.Release(ctx)
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil && errors.Is(err, ctx.Err()):
+		return err
+	default:
+		return fmt.Errorf("election: resign %s: %w", t.Key(), err)
+	}
+}

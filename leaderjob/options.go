@@ -1,0 +1,144 @@
+package leaderjob
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/lockstep-go/lockstep"
+	"github.com/lockstep-go/lockstep/election"
+)
+
+// Policy says what a job's return means while the runner still leads. A
+// job that returns because its ctx was cancelled (leadership lost, Run's
+// ctx ended) is not judged by its return value: the runner campaigns again,
+// or Run returns.
+type Policy int
+
+const (
+	// StopWhenDone: a job that returns nil has finished the work: the
+	// runner resigns and Run returns nil. A job that returns an error makes
+	// the runner resign, back off and campaign again. The default.
+	StopWhenDone Policy = iota
+
+	// RunAgain: a job that returns is started again under the same term,
+	// after a back-off if it returned an error; leadership is kept. Run
+	// returns only when its ctx ends.
+	RunAgain
+
+	// Recampaign: a job that returns makes the runner resign and campaign
+	// again, at the back of the queue, so the other candidates get a turn;
+	// after a back-off if it returned an error. Run returns only when its
+	// ctx ends.
+	Recampaign
+)
+
+func (p Policy) String() string {
+	switch p {
+	case StopWhenDone:
+		return "StopWhenDone"
+	case RunAgain:
+		return "RunAgain"
+	case Recampaign:
+		return "Recampaign"
+	}
+	return fmt.Sprintf("Policy(%d)", int(p))
+}
+
+// Defaults of the options.
+const (
+	DefaultTTL        = lockstep.DefaultTTL
+	DefaultBackoffMin = 100 * time.Millisecond
+	DefaultBackoffMax = 5 * time.Second
+)
+
+// Option configures New.
+type Option func(*options)
+
+type options struct {
+	identity               string
+	ttl                    time.Duration
+	backoffMin, backoffMax time.Duration
+	policy                 Policy
+	onElected              func(*election.Term)
+	onStopped              func(*election.Term, error)
+	onNewLeader            func(election.Leader)
+}
+
+// WithIdentity sets the value the runner campaigns with, which Leader and
+// `etcdctl elect -l` show. Default: the host name and the process ID,
+// "host-1234". It must not be empty (ErrInvalidIdentity).
+func WithIdentity(id string) Option { return func(o *options) { o.identity = id } }
+
+// WithTTL sets the TTL of the runner's sessions: how long after this
+// process stops renewing (it crashed or is cut off) another candidate takes
+// over. Default DefaultTTL (10s). It must be a whole number of seconds and
+// at least lockstep.MinTTL (2s), or New returns lockstep.ErrInvalidTTL. The
+// job's ctx is cancelled the session's margin (the larger of 1s and TTL/10)
+// before the lease can expire.
+func WithTTL(ttl time.Duration) Option { return func(o *options) { o.ttl = ttl } }
+
+// WithBackoff sets the pause before campaigning again after a job error or
+// a failed campaign or session: the n-th failure in a row waits a random
+// duration between half and all of min(max, min·2ⁿ⁻¹). Default
+// DefaultBackoffMin (100ms) to DefaultBackoffMax (5s). min must be
+// positive and max at least min (ErrInvalidBackoff). Under RunAgain the
+// same back-off applies before a failed job is started again.
+func WithBackoff(min, max time.Duration) Option {
+	return func(o *options) { o.backoffMin, o.backoffMax = min, max }
+}
+
+// WithPolicy sets what a job's return means. Default StopWhenDone.
+func WithPolicy(p Policy) Option { return func(o *options) { o.policy = p } }
+
+// WithOnElected sets a function called when the runner wins an election,
+// before the job starts, from Run's goroutine.
+func WithOnElected(f func(t *election.Term)) Option { return func(o *options) { o.onElected = f } }
+
+// WithOnStopped sets a function called once per term when leadership is
+// over: after the last job of the term returned and the runner resigned or
+// lost the term (t.Err() says which). jobErr is what that job returned. It
+// is called from Run's goroutine.
+func WithOnStopped(f func(t *election.Term, jobErr error)) Option {
+	return func(o *options) { o.onStopped = f }
+}
+
+// WithOnNewLeader sets a function called, while Run runs, each time a new
+// leader is observed — another candidate or this runner — with its value
+// (identity) and token. It is not called for Proclaims or while nobody
+// leads. It is called from a goroutine of its own, one call at a time, and
+// should return quickly: it holds back the next call. Setting it costs one
+// watch on the election for as long as Run runs.
+func WithOnNewLeader(f func(l election.Leader)) Option { return func(o *options) { o.onNewLeader = f } }
+
+func defaultOptions() options {
+	return options{
+		identity:   defaultIdentity(),
+		ttl:        DefaultTTL,
+		backoffMin: DefaultBackoffMin,
+		backoffMax: DefaultBackoffMax,
+		policy:     StopWhenDone,
+	}
+}
+
+func defaultIdentity() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "pid"
+	}
+	return fmt.Sprintf("%s-%d", host, os.Getpid())
+}
+
+func (o *options) validate() error {
+	switch {
+	case o.identity == "":
+		return ErrInvalidIdentity
+	case o.ttl < lockstep.MinTTL || o.ttl%time.Second != 0:
+		return fmt.Errorf("leaderjob: %w: %v (want a whole number of seconds, at least %v)", lockstep.ErrInvalidTTL, o.ttl, lockstep.MinTTL)
+	case o.backoffMin <= 0 || o.backoffMax < o.backoffMin:
+		return fmt.Errorf("%w: min %v, max %v (want 0 < min <= max)", ErrInvalidBackoff, o.backoffMin, o.backoffMax)
+	case o.policy < StopWhenDone || o.policy > Recampaign:
+		return fmt.Errorf("%w: %v", ErrInvalidPolicy, o.policy)
+	}
+	return nil
+}

@@ -1,0 +1,272 @@
+package leaderjob
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/lockstep-go/lockstep"
+	"github.com/lockstep-go/lockstep/election"
+	"github.com/lockstep-go/lockstep/internal/keys"
+)
+
+// resignTimeout bounds the Resign after a term: Run's ctx has often ended
+// by then, and a resign that cannot get through is replaced by closing the
+// session.
+const resignTimeout = 2 * time.Second
+
+// Job is the work done while leading. ctx is cancelled when leadership is
+// lost or Run's ctx ends; the job should return promptly then. t is the
+// term: fence writes with t.IsOwner() or t.Token(), announce with
+// t.Proclaim. What its return value means is set by WithPolicy.
+type Job func(ctx context.Context, t *election.Term) error
+
+// Runner campaigns for an election and runs a job while it leads. Make one
+// with New; it is safe for concurrent use, and one Run runs at a time.
+type Runner struct {
+	cli    *clientv3.Client
+	prefix string
+	job    Job
+	o      options
+	obs    *election.Observer
+
+	running atomic.Bool
+	term    atomic.Pointer[election.Term] // the current term while a job may run
+}
+
+// New returns a runner of job for the election named by prefix, on cli. It
+// does no I/O. Errors: lockstep.ErrNilClient, lockstep.ErrInvalidPrefix,
+// ErrNilJob, and the option errors (ErrInvalidIdentity,
+// lockstep.ErrInvalidTTL, ErrInvalidBackoff, ErrInvalidPolicy).
+func New(cli *clientv3.Client, prefix string, job Job, opts ...Option) (*Runner, error) {
+	if cli == nil {
+		return nil, lockstep.ErrNilClient
+	}
+	if err := keys.CheckPrefix(prefix); err != nil {
+		return nil, fmt.Errorf("leaderjob: %w", err)
+	}
+	if job == nil {
+		return nil, ErrNilJob
+	}
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	obs, err := election.NewObserver(cli, prefix)
+	if err != nil {
+		return nil, err
+	}
+	return &Runner{cli: cli, prefix: prefix, job: job, o: o, obs: obs}, nil
+}
+
+// IsLeader reports whether this runner holds a term now. It turns false as
+// soon as the term ends, before the job has returned.
+func (r *Runner) IsLeader() bool {
+	t := r.term.Load()
+	return t != nil && t.Err() == nil
+}
+
+// Leader returns the election's current leader, whoever it is, or an error
+// wrapping election.ErrNoLeader. One Range.
+func (r *Runner) Leader(ctx context.Context) (election.Leader, error) {
+	return r.obs.Leader(ctx)
+}
+
+// Run campaigns and, each time it wins, runs the job while it leads. When
+// the job returns or leadership ends it acts as the Policy says: resign and
+// return, run the job again, or campaign again. It waits for the job to
+// return before it campaigns again, and makes a new session when the old
+// one is lost.
+//
+// Run returns nil when a job finished under StopWhenDone. Otherwise it
+// returns when ctx ends, with ctx.Err(), after cancelling the job, waiting
+// for it and resigning, so the next candidate takes over at once; or with
+// an error if the etcd client is closed under it. A second Run while one
+// is in progress returns ErrRunning.
+func (r *Runner) Run(ctx context.Context) error {
+	if !r.running.CompareAndSwap(false, true) {
+		return ErrRunning
+	}
+	defer r.running.Store(false)
+	if r.o.onNewLeader != nil {
+		stop := r.watchLeaders(ctx)
+		defer stop()
+	}
+
+	var s *lockstep.Session
+	closeSession := func() {
+		if s != nil {
+			s.Close()
+			s = nil
+		}
+	}
+	defer closeSession()
+	failures := 0
+	pause := func() {
+		failures++
+		sleep(ctx, nil, r.o.backoff(failures))
+	}
+	for ctx.Err() == nil {
+		if err := r.cli.Ctx().Err(); err != nil {
+			return fmt.Errorf("leaderjob: etcd client closed: %w", err)
+		}
+		if s == nil {
+			var err error
+			if s, err = r.newSession(ctx); err != nil {
+				pause()
+				continue
+			}
+		}
+		e, err := election.New(s, r.prefix)
+		if err != nil { // the session ended since: replace it
+			closeSession()
+			continue
+		}
+		t, err := e.Campaign(ctx, r.o.identity)
+		if err != nil {
+			if errors.Is(err, lockstep.ErrSessionLost) || s.Err() != nil {
+				closeSession()
+			} else if ctx.Err() == nil {
+				pause()
+			}
+			continue
+		}
+
+		out := r.lead(ctx, t)
+		if t.Err() == nil || s.Err() != nil || errors.Is(t.Err(), lockstep.ErrSessionLost) {
+			// The resign failed, or the lease is gone (the term can know
+			// before the session does): closing the session removes our
+			// key; a new one is made for the next campaign.
+			closeSession()
+		}
+		switch out {
+		case finished:
+			return nil
+		case failed:
+			pause()
+		default:
+			failures = 0
+		}
+	}
+	return ctx.Err()
+}
+
+// newSession makes a session, giving up after one TTL: a server that
+// cannot grant a lease in that time is retried after a back-off.
+func (r *Runner) newSession(ctx context.Context) (*lockstep.Session, error) {
+	sctx, cancel := context.WithTimeout(ctx, r.o.ttl)
+	defer cancel()
+	return lockstep.NewSession(sctx, r.cli, lockstep.WithTTL(r.o.ttl))
+}
+
+// outcome is how a term ended, from Run's point of view.
+type outcome int
+
+const (
+	lost     outcome = iota // leadership ended under the job, or Run's ctx ended
+	finished                // the job finished (StopWhenDone)
+	failed                  // the job returned an error: back off
+	yielded                 // the job returned nil under Recampaign
+)
+
+// lead runs the job under t as the policy says, then resigns if t still
+// holds.
+func (r *Runner) lead(ctx context.Context, t *election.Term) outcome {
+	r.term.Store(t)
+	if r.o.onElected != nil {
+		r.o.onElected(t)
+	}
+	var (
+		jobErr error
+		out    outcome
+	)
+	for failures := 0; ; {
+		var interrupted bool
+		interrupted, jobErr = r.runJob(ctx, t)
+		if !interrupted && jobErr == nil && r.o.policy == StopWhenDone {
+			out = finished
+			break
+		}
+		if ctx.Err() != nil || t.Err() != nil {
+			out = lost
+			break
+		}
+		if r.o.policy == RunAgain {
+			if jobErr == nil {
+				failures = 0
+				continue
+			}
+			failures++
+			sleep(ctx, t.Done(), r.o.backoff(failures))
+			if ctx.Err() != nil || t.Err() != nil {
+				out = lost
+				break
+			}
+			continue
+		}
+		out = failed
+		if jobErr == nil {
+			out = yielded
+		}
+		break
+	}
+	r.term.Store(nil)
+	if t.Err() == nil {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), resignTimeout)
+		t.Resign(rctx) // if it fails Run closes the session, which removes the key
+		cancel()
+	}
+	if r.o.onStopped != nil {
+		r.o.onStopped(t, jobErr)
+	}
+	return out
+}
+
+// runJob runs the job once with a ctx cancelled when t ends or ctx ends,
+// and reports whether that ctx was cancelled by the time the job returned.
+func (r *Runner) runJob(ctx context.Context, t *election.Term) (interrupted bool, err error) {
+	jctx, cancel := context.WithCancel(ctx)
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		select {
+		case <-t.Done():
+			cancel()
+		case <-jctx.Done():
+		}
+	}()
+	defer func() {
+		cancel()
+		<-exited
+	}()
+	err = r.job(jctx, t)
+	return jctx.Err() != nil, err
+}
+
+// watchLeaders calls the OnNewLeader callback for each new leader until
+// stop is called.
+func (r *Runner) watchLeaders(ctx context.Context) (stop func()) {
+	octx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var last int64
+		for ld := range r.obs.Observe(octx) {
+			if ld.Token != 0 && ld.Token != last {
+				last = ld.Token
+				r.o.onNewLeader(ld)
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
