@@ -74,22 +74,11 @@ func (m *Mutex) Lock(ctx context.Context) (*Lock, error) {
 		return nil, err
 	}
 	for at.pred != nil {
-		if err := m.waitPred(ctx, h, at); err != nil {
-			return nil, m.abandon(ctx, h, err)
-		}
-		if at.predIsOwner {
-			// Nobody can be created before us any more: with the
-			// owner gone, our key is the oldest.
-			break
-		}
-		if at, err = m.position(ctx, h); err != nil {
+		if at, err = m.waitPred(ctx, h, at); err != nil {
 			return nil, m.abandon(ctx, h, err)
 		}
 	}
-	if err := h.Err(); err != nil {
-		return nil, m.abandon(ctx, h, fmt.Errorf("mutex: lock %s: %w", m.prefix, err))
-	}
-	return &Lock{Handle: h}, nil
+	return m.held(ctx, h)
 }
 
 // TryLock takes the mutex if nobody holds it or waits for it, in one round
@@ -220,12 +209,7 @@ func (m *Mutex) position(ctx context.Context, h *own.Handle) (place, error) {
 	if len(mine) == 0 || mine[0].CreateRevision != h.Token() {
 		// The handle's watch saw the delete too and finds out whether
 		// our lease was revoked or someone deleted the key.
-		select {
-		case <-h.Done():
-			return place{}, fmt.Errorf("mutex: lock %s: %w", m.prefix, h.Err())
-		case <-ctx.Done():
-			return place{}, ctx.Err()
-		}
+		return place{}, m.lost(ctx, h)
 	}
 	at := place{rev: resp.Header.Revision}
 	if preds := resp.Responses[2].GetResponseRange().Kvs; len(preds) > 0 {
