@@ -15,9 +15,10 @@ import (
 // "Range", "Put", "DeleteRange", "LeaseGrant", "Watch", ...), and the watch
 // events it receives. Counts are deterministic, so tests assert them.
 type RPCCounter struct {
-	mu          sync.Mutex
-	calls       map[string]int
-	watchEvents int
+	mu            sync.Mutex
+	calls         map[string]int
+	watchEvents   int
+	watchesOpened int
 }
 
 // CountingClient returns a client of the shared server whose RPCs are
@@ -55,12 +56,22 @@ func (c *RPCCounter) WatchEvents() int {
 	return c.watchEvents
 }
 
+// WatchesCreated returns the number of watches the server confirmed as
+// created since the last Reset. Tests wait on it to know that a waiter is
+// watching before they make the change it waits for.
+func (c *RPCCounter) WatchesCreated() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.watchesOpened
+}
+
 // Reset sets every count to zero.
 func (c *RPCCounter) Reset() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.calls = map[string]int{}
 	c.watchEvents = 0
+	c.watchesOpened = 0
 }
 
 func (c *RPCCounter) add(method string) {
@@ -93,6 +104,9 @@ func (s *countingStream) RecvMsg(m any) error {
 	if wr, ok := m.(*pb.WatchResponse); ok && err == nil {
 		s.c.mu.Lock()
 		s.c.watchEvents += len(wr.Events)
+		if wr.Created {
+			s.c.watchesOpened++
+		}
 		s.c.mu.Unlock()
 	}
 	return err
