@@ -1,12 +1,9 @@
 package mutex_test
 
 import (
-	"context"
 	"errors"
 	"testing"
 	"time"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/lockstep-go/lockstep"
 	"github.com/lockstep-go/lockstep/internal/faultproxy"
@@ -154,6 +151,3 @@ func hostOf(endpoint string) string {
 	}
 	return endpoint
 }
-
-var _ = clientv3.OpGet
-var _ = context.Background
