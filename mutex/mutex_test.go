@@ -66,6 +66,22 @@ func TestMisuseAfterTheFact(t *testing.T) {
 		}
 	})
 
+	t.Run("unlock with a cancelled context still deletes the key", func(t *testing.T) {
+		prefix := testutil.Prefix(t)
+		l := mustLock(t, ctx, newMutex(t, testutil.Session(t, cli), prefix))
+		cctx, cancel := context.WithCancel(ctx)
+		cancel()
+		if err := l.Unlock(cctx); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Unlock: got %v, want context.Canceled", err)
+		}
+		if got := queue(t, ctx, cli, prefix); len(got) != 0 {
+			t.Fatalf("keys after Unlock: got %v, want none", got)
+		}
+		if got := l.Err(); !errors.Is(got, lockstep.ErrReleased) {
+			t.Fatalf("Err: got %v, want ErrReleased", got)
+		}
+	})
+
 	t.Run("unlock after loss spares a newer holder of another session", func(t *testing.T) {
 		prefix := testutil.Prefix(t)
 		a := mustLock(t, ctx, newMutex(t, testutil.Session(t, cli), prefix))
