@@ -88,21 +88,30 @@ func TestHolderCutOffStopsBeforeNextHolderStarts(t *testing.T) {
 	w := lockAsync(ctx, newMutex(t, testutil.Session(t, cli), prefix))
 	waitQueue(t, ctx, cli, prefix, 2)
 
+	stopped := make(chan time.Time, 1)
+	go func() {
+		<-holder.Done() // the session ends for sure: its member is cut off
+		stopped <- time.Now()
+	}()
 	follower.Partition()
 	defer follower.Heal()
-	if err := waitDone(t, ctx, holder); !errors.Is(err, lockstep.ErrSessionLost) {
-		t.Fatalf("holder's Err: got %v, want ErrSessionLost", err)
-	}
-	stopped := time.Now()
 	r := await(t, ctx, w)
 	if r.err != nil {
 		t.Fatal(r.err)
 	}
-	acquired := time.Now()
-	if !stopped.Before(acquired) {
-		t.Fatalf("the next holder acquired at %v, before the cut-off holder's Done closed at %v", acquired, stopped)
+	var at time.Time
+	select {
+	case at = <-stopped:
+	case <-ctx.Done():
+		t.Fatal("the cut-off holder's Done did not close")
 	}
-	t.Logf("holder's Done closed %v before the next holder acquired", acquired.Sub(stopped))
+	if err := holder.Err(); !errors.Is(err, lockstep.ErrSessionLost) {
+		t.Fatalf("holder's Err: got %v, want ErrSessionLost", err)
+	}
+	if !at.Before(r.at) {
+		t.Fatalf("the next holder acquired at %v, before the cut-off holder's Done closed at %v", r.at, at)
+	}
+	t.Logf("holder's Done closed %v before the next holder acquired", r.at.Sub(at))
 	r.l.Unlock(ctx)
 }
 

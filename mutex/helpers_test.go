@@ -36,10 +36,11 @@ func mustLock(t *testing.T, ctx context.Context, m *mutex.Mutex) *mutex.Lock {
 	return l
 }
 
-// result is what a Lock call in a goroutine returned.
+// result is what a Lock call in a goroutine returned, and when.
 type result struct {
 	l   *mutex.Lock
 	err error
+	at  time.Time
 }
 
 // lockAsync calls m.Lock in a goroutine; the result arrives on the channel.
@@ -47,7 +48,7 @@ func lockAsync(ctx context.Context, m *mutex.Mutex) <-chan result {
 	ch := make(chan result, 1)
 	go func() {
 		l, err := m.Lock(ctx)
-		ch <- result{l, err}
+		ch <- result{l, err, time.Now()}
 	}()
 	return ch
 }

@@ -73,12 +73,13 @@ func (m *Mutex) Lock(ctx context.Context) (*Lock, error) {
 	if err != nil {
 		return nil, err
 	}
+	waited := at.pred != nil
 	for at.pred != nil {
 		if at, err = m.waitPred(ctx, h, at); err != nil {
 			return nil, m.abandon(ctx, h, err)
 		}
 	}
-	return m.held(ctx, h)
+	return m.held(ctx, h, waited)
 }
 
 // TryLock takes the mutex if nobody holds it or waits for it, in one round
@@ -110,13 +111,13 @@ func (m *Mutex) TryLock(ctx context.Context) (*Lock, error) {
 	}
 	rev := resp.Header.Revision
 	if resp.Succeeded {
-		return m.held(ctx, own.New(m.s, m.key, rev, rev+1, release))
+		return m.held(ctx, own.NewLazy(m.s, m.key, rev, rev+1, release), false)
 	}
 	owner := resp.Responses[0].GetResponseRange().Kvs
 	if len(owner) > 0 && string(owner[0].Key) == m.key {
 		// Our own key from an earlier attempt whose cleanup failed is
 		// the oldest: it is ours, so we hold the mutex.
-		return m.held(ctx, own.New(m.s, m.key, owner[0].CreateRevision, rev+1, release))
+		return m.held(ctx, own.NewLazy(m.s, m.key, owner[0].CreateRevision, rev+1, release), false)
 	}
 	if mine := resp.Responses[1].GetResponseRange().Kvs; len(mine) > 0 {
 		// A stale waiter key of ours would hold up everyone queued
@@ -127,9 +128,16 @@ func (m *Mutex) TryLock(ctx context.Context) (*Lock, error) {
 	return nil, fmt.Errorf("%w: %s", ErrLocked, m.prefix)
 }
 
-// held returns h as a Lock unless its ownership already ended.
-func (m *Mutex) held(ctx context.Context, h *own.Handle) (*Lock, error) {
-	if err := h.Err(); err != nil {
+// held returns h as a Lock unless its ownership already ended. A waiter's
+// handle is already watching its key; asking an uncontended one would
+// start a watch nobody may need (see Lock.Done), so only the session is
+// checked there.
+func (m *Mutex) held(ctx context.Context, h *own.Handle, waited bool) (*Lock, error) {
+	err := m.s.Err()
+	if waited {
+		err = h.Err()
+	}
+	if err != nil {
 		return nil, m.abandon(ctx, h, fmt.Errorf("mutex: lock %s: %w", m.prefix, err))
 	}
 	return &Lock{Handle: h}, nil
@@ -171,14 +179,14 @@ func (m *Mutex) enqueue(ctx context.Context, release func()) (*own.Handle, place
 		// Our key survived an earlier attempt whose cleanup failed. It
 		// keeps its place; find out what that place is.
 		mine := resp.Responses[0].GetResponseRange().Kvs[0].CreateRevision
-		h := own.New(m.s, m.key, mine, rev+1, release)
+		h := own.NewLazy(m.s, m.key, mine, rev+1, release)
 		at, err := m.position(ctx, h)
 		if err != nil {
 			return nil, place{}, m.abandon(ctx, h, err)
 		}
 		return h, at, nil
 	}
-	h := own.New(m.s, m.key, rev, rev+1, release)
+	h := own.NewLazy(m.s, m.key, rev, rev+1, release)
 	at := place{rev: rev}
 	first := resp.Responses[1].GetResponseRange().Kvs
 	if len(first) > 0 && first[0].CreateRevision == rev {
