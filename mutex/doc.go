@@ -19,7 +19,11 @@
 //   - Two goroutines sharing one session exclude each other.
 //   - Unlock is guarded by the lock's create revision: a retried or late
 //     Unlock never deletes a newer holder's key.
-//   - Lock never returns a lock after its session has ended.
+//   - Lock does not return a lock after its session has ended, whether it
+//     expired, was closed, or its lease was revoked from outside; the one
+//     exception is a revoke or delete committed in the instant before the
+//     handoff, which the returned lock then reports at once through Done
+//     and which IsOwner fences.
 //   - Waiting costs no extra reads at the head of the queue, and a watch
 //     registered as current, so handoff is not delayed by etcd's 100ms
 //     watch catch-up loop.

@@ -2,10 +2,12 @@ package mutex
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/lockstep-go/lockstep"
@@ -59,8 +61,13 @@ func New(s *lockstep.Session, prefix string) (*Mutex, error) {
 // If ctx ends first, Lock returns ctx's error and removes its place in the
 // queue. If the session ends or its key is deleted while it waits, Lock
 // returns an error wrapping the reason (lockstep.ErrSessionLost,
-// lockstep.ErrSessionClosed, lockstep.ErrLost); it never returns a lock
-// after its session has ended.
+// lockstep.ErrSessionClosed, lockstep.ErrLost); it does not return a lock
+// after its session has ended (see the package documentation for the one
+// narrow exception, which fencing covers).
+//
+// The lock is not reentrant: a goroutine that calls Lock again on a mutex
+// of the same session and prefix before unlocking waits for itself until
+// ctx ends.
 func (m *Mutex) Lock(ctx context.Context) (*Lock, error) {
 	release, err := own.Reserve(ctx, m.s, m.key)
 	if err != nil {
@@ -250,6 +257,10 @@ func (m *Mutex) failed(ctx context.Context, release func(), op string, err error
 	release()
 	if ctx.Err() != nil {
 		return ctx.Err()
+	}
+	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		// The lease expired or was revoked before the session noticed.
+		return fmt.Errorf("mutex: %s %s: %w: %w", op, m.prefix, lockstep.ErrSessionLost, err)
 	}
 	return fmt.Errorf("mutex: %s %s: %w", op, m.prefix, err)
 }

@@ -139,6 +139,22 @@ func TestMisuseAfterTheFact(t *testing.T) {
 		}
 	})
 
+	t.Run("lock after the lease was revoked from outside", func(t *testing.T) {
+		// The session has not noticed yet; the server refuses the lease.
+		s := testutil.Session(t, cli)
+		prefix := testutil.Prefix(t)
+		m := newMutex(t, s, prefix)
+		testutil.Revoke(t, cli, s)
+		for name, op := range map[string]func(context.Context) (*mutex.Lock, error){"Lock": m.Lock, "TryLock": m.TryLock} {
+			if _, err := op(ctx); !errors.Is(err, lockstep.ErrSessionLost) {
+				t.Fatalf("%s: got %v, want ErrSessionLost", name, err)
+			}
+		}
+		if got := queue(t, ctx, cli, prefix); len(got) != 0 {
+			t.Fatalf("keys left: %v", got)
+		}
+	})
+
 	t.Run("lock with a cancelled context", func(t *testing.T) {
 		prefix := testutil.Prefix(t)
 		m := newMutex(t, testutil.Session(t, cli), prefix)
