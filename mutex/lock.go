@@ -3,8 +3,6 @@ package mutex
 import (
 	"context"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/lockstep-go/lockstep"
 	"github.com/lockstep-go/lockstep/internal/own"
 )
@@ -39,20 +37,16 @@ type Lock struct {
 // lockstep.ErrSessionClosed). If ctx ends first, Unlock returns ctx's error
 // but still deletes the key under its own short timeout, so that the next
 // waiter need not wait for the lease to expire; Err then reports
-// lockstep.ErrReleased. Any other error leaves the lock held: call Unlock
-// again, or close the session.
+// lockstep.ErrReleased (or lockstep.ErrLost if the first attempt reached
+// etcd but its answer did not reach us). Any other error leaves the lock
+// held: call Unlock again, or close the session.
 func (l *Lock) Unlock(ctx context.Context) error {
 	err := l.Release(ctx)
-	if err == nil || ctx.Err() == nil || l.Err() != nil {
+	if err == nil || ctx.Err() == nil {
 		return err
 	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
-	// The first delete may have been applied without our knowing, so a
-	// failed guard here means released, not lost.
-	cli := l.Session().Client()
-	if _, cerr := cli.Txn(cctx).If(l.IsOwner()).Then(clientv3.OpDelete(l.Key())).Commit(); cerr == nil {
-		l.End(lockstep.ErrReleased)
-	}
+	l.Release(cctx) // a no-op if the lock already ended
 	return err
 }

@@ -241,10 +241,10 @@ func (m *Mutex) position(ctx context.Context, h *own.Handle) (place, error) {
 func (m *Mutex) abandon(ctx context.Context, h *own.Handle, cause error) error {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
-	if err := h.Release(cctx); err != nil && h.Err() == nil {
-		// The delete failed; the lease will remove the key.
-		h.End(cause)
-	}
+	h.Release(cctx)
+	// If the delete failed, the lease will remove the key; the place is
+	// given up all the same. (A no-op if Release ended it.)
+	h.End(cause)
 	return cause
 }
 
