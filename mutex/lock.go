@@ -21,6 +21,10 @@ var _ lockstep.Ownership = (*Lock)(nil)
 //   - IsOwner is a comparison that holds in an etcd Txn only while this
 //     lock is held: cli.Txn(ctx).If(l.IsOwner()).Then(...).
 //
+// The watch behind Done and Err starts the first time either is called,
+// from the revision the lock began at, so a holder that never asks pays for
+// no watch and one that asks late still learns of an earlier loss.
+//
 // A lock can be lost at any moment without this process knowing yet. Fence
 // writes with IsOwner (etcd) or Token (anything else); see the package
 // documentation.
