@@ -31,7 +31,10 @@ type Handle struct {
 	onEnd func()
 
 	done      chan struct{}
+	fromRev   int64
+	watchCtx  context.Context // ends when ownership ends; not a caller's
 	stopWatch context.CancelFunc
+	startOnce sync.Once // starts the watcher, or marks it never to start
 	watchDone chan struct{}
 
 	mu        sync.Mutex
@@ -45,18 +48,35 @@ type Handle struct {
 // revision of the write or read that made it the owner, plus one). onEnd,
 // if not nil, runs once when ownership ends, whatever the reason.
 func New(s *lockstep.Session, key string, rev, fromRev int64, onEnd func()) *Handle {
+	h := NewLazy(s, key, rev, fromRev, onEnd)
+	h.watching()
+	return h
+}
+
+// NewLazy is New, except that the watcher starts only the first time the
+// owner asks how its ownership is doing (Done or Err), from fromRev, so it
+// misses nothing. An owner that never asks pays for no watch (a watch costs
+// about as much CPU as an uncontended lock), and Release's guard catches a
+// loss anyway. Until then, a loss ends the handle (and runs onEnd) only
+// when Release finds it.
+func NewLazy(s *lockstep.Session, key string, rev, fromRev int64, onEnd func()) *Handle {
 	ctx, cancel := context.WithCancel(context.Background())
-	h := &Handle{
+	return &Handle{
 		s:         s,
 		key:       key,
 		rev:       rev,
 		onEnd:     onEnd,
 		done:      make(chan struct{}),
+		fromRev:   fromRev,
+		watchCtx:  ctx,
 		stopWatch: cancel,
 		watchDone: make(chan struct{}),
 	}
-	go h.watch(ctx, fromRev)
-	return h
+}
+
+// watching starts the watcher unless it runs or ownership ended.
+func (h *Handle) watching() {
+	h.startOnce.Do(func() { go h.watch(h.watchCtx, h.fromRev) })
 }
 
 // watch ends the ownership when the session ends or the key goes. It is
@@ -114,10 +134,19 @@ func (h *Handle) whyGone() error {
 }
 
 // Done is closed when ownership ends.
-func (h *Handle) Done() <-chan struct{} { return h.done }
+func (h *Handle) Done() <-chan struct{} {
+	h.watching()
+	return h.done
+}
 
 // Err is nil while ownership holds, then the reason it ended.
 func (h *Handle) Err() error {
+	h.watching()
+	return h.reason()
+}
+
+// reason is Err without starting the watcher.
+func (h *Handle) reason() error {
 	h.mu.Lock()
 	err := h.err
 	h.mu.Unlock()
@@ -128,7 +157,7 @@ func (h *Handle) Err() error {
 	// the session knows its own deadline.
 	if serr := h.s.Err(); serr != nil {
 		h.End(serr)
-		return h.Err()
+		return h.reason()
 	}
 	return nil
 }
@@ -166,6 +195,7 @@ func (h *Handle) end(err error) {
 	h.err = err
 	close(h.done)
 	h.mu.Unlock()
+	h.startOnce.Do(func() { close(h.watchDone) }) // never started: nothing to stop
 	h.stopWatch()
 	if h.onEnd != nil {
 		h.onEnd()
@@ -181,7 +211,7 @@ func (h *Handle) end(err error) {
 // If the RPC fails the handle is unchanged and Release can be retried; the
 // guard makes a retry safe.
 func (h *Handle) Release(ctx context.Context, then ...clientv3.Op) error {
-	if err := h.Err(); err != nil {
+	if err := h.reason(); err != nil {
 		if errors.Is(err, lockstep.ErrSessionLost) {
 			h.cleanup(ctx)
 		}
@@ -215,7 +245,7 @@ func (h *Handle) Release(ctx context.Context, then ...clientv3.Op) error {
 		return err
 	}
 	if !resp.Succeeded {
-		return h.Err()
+		return h.reason()
 	}
 	return nil
 }

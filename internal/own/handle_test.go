@@ -26,6 +26,17 @@ func claim(t *testing.T, ctx context.Context, s *lockstep.Session, key string) *
 	return own.New(s, key, rev, rev+1, nil)
 }
 
+// claimLazy is claim with a handle that watches only once asked.
+func claimLazy(t *testing.T, ctx context.Context, s *lockstep.Session, key string) *own.Handle {
+	t.Helper()
+	resp, err := s.Client().Put(ctx, key, "", clientv3.WithLease(s.Lease()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev := resp.Header.Revision
+	return own.NewLazy(s, key, rev, rev+1, nil)
+}
+
 func waitDone(t *testing.T, ctx context.Context, h *own.Handle) {
 	t.Helper()
 	select {
@@ -176,5 +187,33 @@ func TestReleaseIsNotExplainedByTheWatcher(t *testing.T) {
 	}
 	if got := counter.Calls("LeaseTimeToLive"); got != 0 {
 		t.Fatalf("LeaseTimeToLive calls during %d releases: got %d, want 0", n, got)
+	}
+}
+
+// With NewLazy, nothing watches the key until the owner asks (Done or Err);
+// a loss that happened before it asked is still reported, since the watch
+// starts where the ownership began.
+func TestLazyWatchStartsWhenAsked(t *testing.T) {
+	cli, counter := testutil.CountingClient(t)
+	ctx := testutil.Context(t, 30*time.Second)
+	s := testutil.Session(t, cli)
+	key := testutil.Prefix(t)
+	counter.Reset()
+
+	h := claimLazy(t, ctx, s, key)
+	if err := h.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := counter.Calls("Watch") + counter.WatchesCreated(); got != 0 {
+		t.Fatalf("watches for an ownership nobody asked about: got %d, want 0", got)
+	}
+
+	h = claimLazy(t, ctx, s, key)
+	if _, err := cli.Delete(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	waitDone(t, ctx, h)
+	if !errors.Is(h.Err(), lockstep.ErrLost) {
+		t.Fatalf("Err: got %v, want ErrLost", h.Err())
 	}
 }

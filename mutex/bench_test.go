@@ -1,0 +1,201 @@
+package mutex_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+
+	"github.com/lockstep-go/lockstep"
+	"github.com/lockstep-go/lockstep/embedded"
+	"github.com/lockstep-go/lockstep/mutex"
+)
+
+// The benchmarks compare this package with etcd's concurrency.Mutex on one
+// embedded member with fsync, started by the benchmark, so that both pay
+// the same for a write.
+//
+//	go test ./mutex -run '^$' -bench . -benchtime 2000x
+
+// locker is one contender: a session and a mutex, of either package.
+type locker interface {
+	lock(ctx context.Context) error
+	unlock(ctx context.Context) error
+}
+
+type ours struct {
+	m *mutex.Mutex
+	l *mutex.Lock
+}
+
+func (o *ours) lock(ctx context.Context) (err error) {
+	o.l, err = o.m.Lock(ctx)
+	return err
+}
+
+func (o *ours) unlock(ctx context.Context) error { return o.l.Unlock(ctx) }
+
+type theirs struct{ m *concurrency.Mutex }
+
+func (e *theirs) lock(ctx context.Context) error   { return e.m.Lock(ctx) }
+func (e *theirs) unlock(ctx context.Context) error { return e.m.Unlock(ctx) }
+
+// implementations makes a contender of each package, each on its own client
+// and session.
+var implementations = []struct {
+	name string
+	make func(b *testing.B, srv *embedded.Server, prefix string) locker
+}{
+	{"lockstep", func(b *testing.B, srv *embedded.Server, prefix string) locker {
+		cli := benchClient(b, srv)
+		s, err := lockstep.NewSession(context.Background(), cli)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { s.Close() })
+		m, err := mutex.New(s, prefix)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return &ours{m: m}
+	}},
+	{"etcd", func(b *testing.B, srv *embedded.Server, prefix string) locker {
+		s, err := concurrency.NewSession(benchClient(b, srv))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { s.Close() })
+		return &theirs{m: concurrency.NewMutex(s, prefix)}
+	}},
+}
+
+func benchServer(b *testing.B) *embedded.Server {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	srv, err := embedded.Start(ctx) // with fsync, as in production
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { srv.Close() })
+	return srv
+}
+
+func benchClient(b *testing.B, srv *embedded.Server) *clientv3.Client {
+	b.Helper()
+	cli, err := clientv3.New(srv.ClientConfig())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+// BenchmarkUncontended measures Lock followed by Unlock with nobody else
+// around.
+func BenchmarkUncontended(b *testing.B) {
+	srv := benchServer(b)
+	for i, impl := range implementations {
+		b.Run(impl.name, func(b *testing.B) {
+			c := impl.make(b, srv, fmt.Sprintf("/bench/uncontended-%d", i))
+			ctx := context.Background()
+			samples := make([]time.Duration, 0, b.N)
+			b.ResetTimer()
+			for range b.N {
+				start := time.Now()
+				if err := c.lock(ctx); err != nil {
+					b.Fatal(err)
+				}
+				if err := c.unlock(ctx); err != nil {
+					b.Fatal(err)
+				}
+				samples = append(samples, time.Since(start))
+			}
+			b.StopTimer()
+			report(b, samples)
+		})
+	}
+}
+
+// BenchmarkHandoff measures, with 8 sessions contending, the time from the
+// holder's Unlock call to the next holder's Lock returning. Each iteration
+// is one handoff.
+func BenchmarkHandoff(b *testing.B) {
+	const contenders = 8
+	srv := benchServer(b)
+	for i, impl := range implementations {
+		b.Run(impl.name, func(b *testing.B) {
+			prefix := fmt.Sprintf("/bench/handoff-%d", i)
+			cs := make([]locker, contenders)
+			for j := range cs {
+				cs[j] = impl.make(b, srv, prefix)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+			defer cancel()
+
+			var (
+				unlockAt atomic.Int64 // when the last holder called Unlock, unix ns
+				handoffs atomic.Int64
+				mu       sync.Mutex
+				samples  = make([]time.Duration, 0, b.N)
+				errs     = make(chan error, contenders)
+				wg       sync.WaitGroup
+			)
+			b.ResetTimer()
+			for _, c := range cs {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for {
+						if err := c.lock(ctx); err != nil {
+							errs <- err
+							return
+						}
+						now := time.Now()
+						if at := unlockAt.Load(); at != 0 {
+							mu.Lock()
+							samples = append(samples, now.Sub(time.Unix(0, at)))
+							mu.Unlock()
+						}
+						done := handoffs.Add(1) > int64(b.N)
+						unlockAt.Store(time.Now().UnixNano())
+						if err := c.unlock(ctx); err != nil {
+							errs <- err
+							return
+						}
+						if done {
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			b.StopTimer()
+			close(errs)
+			for err := range errs {
+				b.Fatal(err)
+			}
+			report(b, samples)
+		})
+	}
+}
+
+// report adds the median and 99th percentile of samples, in milliseconds.
+func report(b *testing.B, samples []time.Duration) {
+	if len(samples) == 0 {
+		return
+	}
+	slices.Sort(samples)
+	at := func(p float64) float64 {
+		i := min(len(samples)-1, int(p*float64(len(samples))))
+		return float64(samples[i]) / float64(time.Millisecond)
+	}
+	b.ReportMetric(at(0.50), "p50-ms")
+	b.ReportMetric(at(0.99), "p99-ms")
+}

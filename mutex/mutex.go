@@ -1,0 +1,287 @@
+package mutex
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/lockstep-go/lockstep"
+	"github.com/lockstep-go/lockstep/internal/keys"
+	"github.com/lockstep-go/lockstep/internal/own"
+)
+
+// cleanupTimeout bounds the deletes that run after the caller's context
+// ended: giving up a place in the queue, and the unlock of Do.
+const cleanupTimeout = 5 * time.Second
+
+// Mutex is a distributed exclusive lock named by a key prefix. It is cheap:
+// New does no I/O, and a Mutex holds no resources until Lock or TryLock
+// succeeds. A Mutex is safe for concurrent use; goroutines that share it (or
+// its session) exclude each other.
+type Mutex struct {
+	s      *lockstep.Session
+	prefix string
+	dir    string // prefix + "/": the range that holds the queue
+	key    string // this session's key in the queue
+}
+
+// New returns the mutex named prefix for session s. Keys are laid out as
+// etcd's concurrency.Mutex lays them out, so the two, and etcdctl lock,
+// exclude each other on the same prefix.
+//
+// It returns lockstep.ErrNilSession for a nil session, an error wrapping
+// the session's Err if it already ended, and one wrapping
+// lockstep.ErrInvalidPrefix for an empty prefix or one ending in "/".
+func New(s *lockstep.Session, prefix string) (*Mutex, error) {
+	if s == nil {
+		return nil, lockstep.ErrNilSession
+	}
+	if err := s.Err(); err != nil {
+		return nil, fmt.Errorf("mutex: %w", err)
+	}
+	if err := keys.CheckPrefix(prefix); err != nil {
+		return nil, err
+	}
+	return &Mutex{s: s, prefix: prefix, dir: keys.Dir(prefix), key: keys.Lease(prefix, s.Lease())}, nil
+}
+
+// Lock blocks until it holds the mutex, ctx ends or the session ends.
+// Waiters are served in the order they called Lock (first come, first
+// served across all clients); each watches only the waiter just ahead of it.
+//
+// Uncontended, Lock costs one round trip. A waiter whose predecessor holds
+// the lock becomes the holder on that key's delete event, with no further
+// read.
+//
+// If ctx ends first, Lock returns ctx's error and removes its place in the
+// queue. If the session ends or its key is deleted while it waits, Lock
+// returns an error wrapping the reason (lockstep.ErrSessionLost,
+// lockstep.ErrSessionClosed, lockstep.ErrLost); it does not return a lock
+// after its session has ended (see the package documentation for the one
+// narrow exception, which fencing covers).
+//
+// The lock is not reentrant: a goroutine that calls Lock again on a mutex
+// of the same session and prefix before unlocking waits for itself until
+// ctx ends.
+func (m *Mutex) Lock(ctx context.Context) (*Lock, error) {
+	release, err := own.Reserve(ctx, m.s, m.key)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("mutex: lock %s: %w", m.prefix, err)
+	}
+	h, at, err := m.enqueue(ctx, release)
+	if err != nil {
+		return nil, err
+	}
+	waited := at.pred != nil
+	for at.pred != nil {
+		if at, err = m.waitPred(ctx, h, at); err != nil {
+			return nil, m.abandon(ctx, h, err)
+		}
+	}
+	return m.held(ctx, h, waited)
+}
+
+// TryLock takes the mutex if nobody holds it or waits for it, in one round
+// trip, and returns ErrLocked otherwise. It never waits for other clients;
+// it returns ErrLocked at once if another goroutine of this session holds
+// or waits for the mutex.
+func (m *Mutex) TryLock(ctx context.Context) (*Lock, error) {
+	if err := m.s.Err(); err != nil {
+		return nil, fmt.Errorf("mutex: trylock %s: %w", m.prefix, err)
+	}
+	release, ok := tryReserve(m.s, m.key)
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", ErrLocked, m.prefix)
+	}
+	if ctx.Err() != nil {
+		release()
+		return nil, ctx.Err()
+	}
+	// Create our key only if the queue is empty: a busy mutex costs no
+	// write and leaves nothing to clean up.
+	empty := clientv3.Compare(clientv3.CreateRevision(m.dir), "=", 0).WithPrefix()
+	resp, err := m.s.Client().Txn(ctx).
+		If(empty).
+		Then(clientv3.OpPut(m.key, "", clientv3.WithLease(m.s.Lease()))).
+		Else(clientv3.OpGet(m.dir, clientv3.WithFirstCreate()...), clientv3.OpGet(m.key)).
+		Commit()
+	if err != nil {
+		return nil, m.failed(ctx, release, "trylock", err)
+	}
+	rev := resp.Header.Revision
+	if resp.Succeeded {
+		return m.held(ctx, own.NewLazy(m.s, m.key, rev, rev+1, release), false)
+	}
+	owner := resp.Responses[0].GetResponseRange().Kvs
+	if len(owner) > 0 && string(owner[0].Key) == m.key {
+		// Our own key from an earlier attempt whose cleanup failed is
+		// the oldest: it is ours, so we hold the mutex.
+		return m.held(ctx, own.NewLazy(m.s, m.key, owner[0].CreateRevision, rev+1, release), false)
+	}
+	if mine := resp.Responses[1].GetResponseRange().Kvs; len(mine) > 0 {
+		// A stale waiter key of ours would hold up everyone queued
+		// behind it until our lease expires.
+		m.forget(ctx, mine[0].CreateRevision)
+	}
+	release()
+	return nil, fmt.Errorf("%w: %s", ErrLocked, m.prefix)
+}
+
+// held returns h as a Lock unless its ownership already ended. A waiter's
+// handle is already watching its key; asking an uncontended one would
+// start a watch nobody may need (see Lock.Done), so only the session is
+// checked there.
+func (m *Mutex) held(ctx context.Context, h *own.Handle, waited bool) (*Lock, error) {
+	err := m.s.Err()
+	if waited {
+		err = h.Err()
+	}
+	if err != nil {
+		return nil, m.abandon(ctx, h, fmt.Errorf("mutex: lock %s: %w", m.prefix, err))
+	}
+	return &Lock{Handle: h}, nil
+}
+
+// place is where our key stands in the queue, as of one read.
+type place struct {
+	rev         int64            // header revision of the read
+	pred        *mvccpb.KeyValue // the key created just before ours; nil: ours is the oldest
+	predIsOwner bool             // pred was the oldest key: its deletion makes us the owner
+}
+
+// enqueue creates our key, unless it exists, and reads the owner and our
+// predecessor in the same transaction: one round trip. It starts the
+// handle that tracks the key, which owns release from then on.
+func (m *Mutex) enqueue(ctx context.Context, release func()) (*own.Handle, place, error) {
+	if err := m.s.Err(); err != nil {
+		release()
+		return nil, place{}, fmt.Errorf("mutex: lock %s: %w", m.prefix, err)
+	}
+	if ctx.Err() != nil {
+		release()
+		return nil, place{}, ctx.Err()
+	}
+	owner := clientv3.OpGet(m.dir, clientv3.WithFirstCreate()...)
+	// Sorted newest first, the two newest keys are ours (just created)
+	// and our predecessor.
+	newest := clientv3.OpGet(m.dir, append(clientv3.WithLastCreate(), clientv3.WithLimit(2))...)
+	resp, err := m.s.Client().Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(m.key), "=", 0)).
+		Then(clientv3.OpPut(m.key, "", clientv3.WithLease(m.s.Lease())), owner, newest).
+		Else(clientv3.OpGet(m.key), owner).
+		Commit()
+	if err != nil {
+		return nil, place{}, m.failed(ctx, release, "lock", err)
+	}
+	rev := resp.Header.Revision
+	if !resp.Succeeded {
+		// Our key survived an earlier attempt whose cleanup failed. It
+		// keeps its place; find out what that place is.
+		mine := resp.Responses[0].GetResponseRange().Kvs[0].CreateRevision
+		h := own.NewLazy(m.s, m.key, mine, rev+1, release)
+		at, err := m.position(ctx, h)
+		if err != nil {
+			return nil, place{}, m.abandon(ctx, h, err)
+		}
+		return h, at, nil
+	}
+	h := own.NewLazy(m.s, m.key, rev, rev+1, release)
+	at := place{rev: rev}
+	first := resp.Responses[1].GetResponseRange().Kvs
+	if len(first) > 0 && first[0].CreateRevision == rev {
+		return h, at, nil
+	}
+	if two := resp.Responses[2].GetResponseRange().Kvs; len(two) == 2 {
+		at.pred = two[1]
+		at.predIsOwner = len(first) > 0 && first[0].CreateRevision == two[1].CreateRevision
+	}
+	return h, at, nil
+}
+
+// position reads, in one round trip, whether our key is still there, who
+// owns the mutex and which key was created just before ours.
+func (m *Mutex) position(ctx context.Context, h *own.Handle) (place, error) {
+	resp, err := m.s.Client().Txn(ctx).Then(
+		clientv3.OpGet(m.key),
+		clientv3.OpGet(m.dir, clientv3.WithFirstCreate()...),
+		clientv3.OpGet(m.dir, append(clientv3.WithLastCreate(), clientv3.WithMaxCreateRev(h.Token()-1))...),
+	).Commit()
+	if err != nil {
+		if ctx.Err() != nil {
+			return place{}, ctx.Err()
+		}
+		return place{}, fmt.Errorf("mutex: read queue of %s: %w", m.prefix, err)
+	}
+	mine := resp.Responses[0].GetResponseRange().Kvs
+	if len(mine) == 0 || mine[0].CreateRevision != h.Token() {
+		// The handle's watch saw the delete too and finds out whether
+		// our lease was revoked or someone deleted the key.
+		return place{}, m.lost(ctx, h)
+	}
+	at := place{rev: resp.Header.Revision}
+	if preds := resp.Responses[2].GetResponseRange().Kvs; len(preds) > 0 {
+		first := resp.Responses[1].GetResponseRange().Kvs
+		at.pred = preds[0]
+		at.predIsOwner = len(first) > 0 && first[0].CreateRevision == preds[0].CreateRevision
+	}
+	return at, nil
+}
+
+// abandon gives up our place in the queue: it deletes our key under its
+// own bounded context (the caller's may have ended) and ends the handle,
+// which releases the in-process reservation. It returns cause.
+func (m *Mutex) abandon(ctx context.Context, h *own.Handle, cause error) error {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	h.Release(cctx)
+	// If the delete failed, the lease will remove the key; the place is
+	// given up all the same. (A no-op if Release ended it.)
+	h.End(cause)
+	return cause
+}
+
+// failed handles a failed create: the put may have been applied even though
+// we got no answer, so our key is deleted. That is safe without a guard
+// because the key carries our lease and we hold the reservation: no other
+// goroutine of this session uses it.
+func (m *Mutex) failed(ctx context.Context, release func(), op string, err error) error {
+	m.forget(ctx, 0)
+	release()
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+		// The lease expired or was revoked before the session noticed.
+		return fmt.Errorf("mutex: %s %s: %w: %w", op, m.prefix, lockstep.ErrSessionLost, err)
+	}
+	return fmt.Errorf("mutex: %s %s: %w", op, m.prefix, err)
+}
+
+// forget deletes our key under a bounded context; if rev is not zero, only
+// the incarnation created at rev.
+func (m *Mutex) forget(ctx context.Context, rev int64) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	txn := m.s.Client().Txn(cctx)
+	if rev != 0 {
+		txn = txn.If(clientv3.Compare(clientv3.CreateRevision(m.key), "=", rev))
+	}
+	txn.Then(clientv3.OpDelete(m.key)).Commit()
+}
+
+// tryReserve claims the in-process reservation of key if it is free,
+// without waiting.
+func tryReserve(s *lockstep.Session, key string) (release func(), ok bool) {
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	release, err := own.Reserve(done, s, key)
+	return release, err == nil
+}
