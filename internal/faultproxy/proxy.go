@@ -173,8 +173,8 @@ func (p *Proxy) link(in net.Conn, target string) {
 func (p *Proxy) track(in, out net.Conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed {
-		return false
+	if p.closed || p.mode == refuse {
+		return false // closed or refused while this link was being dialled
 	}
 	p.conns[in] = struct{}{}
 	p.conns[out] = struct{}{}

@@ -156,6 +156,9 @@ func TestDelayHoldsData(t *testing.T) {
 func TestDropConnectionsAndClose(t *testing.T) {
 	p := newProxy(t)
 	c, r := dial(t, p)
+	if err := roundTrip(c, r, 5*time.Second); err != nil { // the link is up
+		t.Fatal(err)
+	}
 	p.DropConnections()
 	if err := roundTrip(c, r, 5*time.Second); err == nil {
 		t.Fatal("dropped connection still works")
