@@ -32,7 +32,7 @@ type entry struct {
 type view struct {
 	rev   int64
 	items []entry
-	more  bool          // items beyond these exist, or their claims were not all read
+	more  bool            // items beyond these exist, or their claims were not all read
 	freed <-chan struct{} // local releases after this view was taken
 }
 
