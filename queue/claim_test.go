@@ -161,6 +161,8 @@ func TestDequeueCancelLeavesNothing(t *testing.T) {
 	for n, _ := q.Len(ctx); n > 0; n, _ = q.Len(ctx) {
 		mustAck(t, ctx, mustDequeue(t, ctx, q))
 	}
+	// What remains is the session's fence, which goes with the session.
+	s.Close()
 	noneUnder(t, cli, prefix+"/")
 }
 

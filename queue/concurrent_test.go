@@ -107,14 +107,17 @@ func (w workload) run(t *testing.T) (map[string]*enqueued, [][]delivery) {
 			}
 		}()
 	}
-	mq := newQueue(t, testutil.Session(t, testutil.Client(t)), prefix)
+	mcli := testutil.Client(t)
+	mq := newQueue(t, testutil.Session(t, mcli), prefix)
 	monitorDone := make(chan struct{})
 	var lens []int
+	compactions := 0
 	go func() {
 		// Start the consumers on a backlog and stop them once every item
 		// is acked; meanwhile sample the queue's length.
 		defer close(monitorDone)
 		started := false
+		tick := 0
 		for cctx.Err() == nil && acked.Load() < int64(total) {
 			if !started && enqueuedN.Load() >= int64(total/backlog) {
 				close(startConsumers)
@@ -122,6 +125,15 @@ func (w workload) run(t *testing.T) (map[string]*enqueued, [][]delivery) {
 			}
 			if n, err := mq.Len(cctx); err == nil && started {
 				lens = append(lens, n)
+			}
+			if tick++; tick%20 == 0 {
+				// Compact as a production cluster does on its own
+				// (--auto-compaction-*): watches must survive it, and
+				// keys deleted long ago stop costing every read.
+				if resp, err := mcli.Get(cctx, "compaction-probe"); err == nil {
+					mcli.Compact(cctx, resp.Header.Revision)
+					compactions++
+				}
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
@@ -156,7 +168,7 @@ func (w workload) run(t *testing.T) (map[string]*enqueued, [][]delivery) {
 		for _, n := range lens {
 			sum, most = sum+n, max(most, n)
 		}
-		t.Logf("queue length while consuming: mean %d, max %d", sum/len(lens), most)
+		t.Logf("queue length while consuming: mean %d, max %d; %d compactions", sum/len(lens), most, compactions)
 	}
 	for _, err := range errs {
 		t.Error(err)

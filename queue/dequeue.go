@@ -40,7 +40,7 @@ func (q *Queue) Dequeue(ctx context.Context) (*Item, error) {
 	if err := q.s.Err(); err != nil {
 		return nil, fmt.Errorf("queue: %w", err)
 	}
-	d := &dequeue{q: q, loc: acquireLocal(q.prefix), window: q.window.Load()}
+	d := &dequeue{q: q, loc: acquireLocal(q.localKey), window: q.window.Load(), spread: int(q.spread.Load())}
 	defer d.close(ctx)
 	v, err := d.read(ctx)
 	for attempt := 0; ; {
@@ -63,12 +63,16 @@ func (q *Queue) Dequeue(ctx context.Context) (*Item, error) {
 			}
 			continue
 		}
-		if v.more {
+		switch {
+		case v.more: // everything read is taken: read further
 			d.window *= 4
 			v, err = d.read(ctx)
-			continue
+		case v.bound != "": // everything before the bound is taken
+			d.loc.clearBound(v.bound)
+			v, err = d.read(ctx)
+		default:
+			v, err = d.wait(ctx, v)
 		}
-		v, err = d.wait(ctx, v)
 	}
 }
 
@@ -77,7 +81,8 @@ type dequeue struct {
 	q      *Queue
 	loc    *local
 	window int64
-	losses int     // races lost to other processes
+	spread int     // how many items to choose among; see choose
+	lost   bool    // a race was lost to another process during this call
 	w      *waiter // our place in the waiting line; nil if none
 }
 
@@ -98,18 +103,32 @@ type waiter struct {
 
 // read takes a fresh view of the head of the queue.
 func (d *dequeue) read(ctx context.Context) (*view, error) {
-	freed := d.loc.freedCh()
-	resp, err := d.q.cli.Txn(ctx).Then(d.q.viewOps(d.window)...).Commit()
+	h := d.head()
+	resp, err := d.q.cli.Txn(ctx).Then(d.q.headOps(h)...).Commit()
 	if err != nil {
 		return nil, d.q.rpcErr(ctx, "dequeue", err)
 	}
-	return d.viewAt(resp, 0, freed), nil
+	return d.viewAt(h, resp, 0), nil
 }
 
-// viewAt parses the two responses of viewOps starting at index i.
-func (d *dequeue) viewAt(resp *clientv3.TxnResponse, i int, freed <-chan struct{}) *view {
-	return d.q.parseView(resp.Header.Revision,
-		resp.Responses[i].GetResponseRange(), resp.Responses[i+1].GetResponseRange(), freed)
+// head prepares a read of the head of the queue (see head).
+func (d *dequeue) head() head {
+	h := head{window: d.window, bound: d.loc.getBound(), freed: d.loc.freedCh()}
+	if h.bound == "" {
+		h.window = max(h.window, boundSpan)
+	}
+	return h
+}
+
+// viewAt parses the two responses of headOps(h) starting at index i. An
+// unbounded read that could not return everything sets the bound.
+func (d *dequeue) viewAt(h head, resp *clientv3.TxnResponse, i int) *view {
+	v := d.q.parseView(h, resp.Header.Revision,
+		resp.Responses[i].GetResponseRange(), resp.Responses[i+1].GetResponseRange())
+	if h.bound == "" && v.more && len(v.items) > 0 {
+		d.loc.setBound(v.items[len(v.items)-1].id)
+	}
+	return v
 }
 
 // claimFrom claims the best item of v, moving on to the next after each
@@ -120,7 +139,7 @@ func (d *dequeue) claimFrom(ctx context.Context, v *view) (*Item, *view, error) 
 		if err := d.q.s.Err(); err != nil {
 			return nil, nil, fmt.Errorf("queue: %w", err)
 		}
-		e, passed, ok := choose(v, d.loc, min(1+d.losses, maxSpread))
+		e, passed, ok := choose(v, d.loc, d.spread)
 		if !ok {
 			return nil, v, nil
 		}
@@ -135,10 +154,11 @@ func (d *dequeue) claimFrom(ctx context.Context, v *view) (*Item, *view, error) 
 		if d.q.dead != nil && int(e.version-1) >= d.q.maxAttempts {
 			nv, err = d.deadLetter(ctx, e)
 		} else {
-			it, nv, err = d.claim(ctx, e)
+			it, nv, err = d.claim(ctx, e, v.rev)
 		}
 		if it != nil {
 			d.q.learnWindow(passed)
+			d.q.learnSpread(d.spread, d.lost)
 			return it, nil, nil // the mark stays until the Item ends
 		}
 		d.loc.unmark(e.key, err != nil)
@@ -146,7 +166,8 @@ func (d *dequeue) claimFrom(ctx context.Context, v *view) (*Item, *view, error) 
 			return nil, nil, err
 		}
 		if lostToOther(nv, e, d.loc) {
-			d.losses++
+			d.lost = true
+			d.spread = min(2*d.spread, maxSpread)
 		}
 		v = nv
 	}
@@ -157,10 +178,20 @@ func (d *dequeue) claimFrom(ctx context.Context, v *view) (*Item, *view, error) 
 func lostToOther(v *view, e entry, loc *local) bool {
 	for _, it := range v.items {
 		if it.key == e.key {
-			return it.claimed && !loc.isBusy(it.key)
+			return it.claimed && !loc.isLocal(it.claimer)
 		}
 	}
 	return false
+}
+
+// learnSpread carries the spread over to the next Dequeue: consumers that
+// keep meeting each other keep spreading, and a Dequeue that met nobody
+// narrows it again, back to strict order once the others are gone.
+func (q *Queue) learnSpread(spread int, lost bool) {
+	if !lost {
+		spread = max(1, spread-1)
+	}
+	q.spread.Store(int64(spread))
 }
 
 // learnWindow remembers how far past the head the last claim had to look,
@@ -174,7 +205,7 @@ func (q *Queue) learnWindow(passed int) {
 // its version is 1 + deliveries), create the claim under our lease, read
 // the value, and give up our place in the waiting line. Otherwise return a
 // fresh view instead.
-func (d *dequeue) claim(ctx context.Context, e entry) (*Item, *view, error) {
+func (d *dequeue) claim(ctx context.Context, e entry, seen int64) (*Item, *view, error) {
 	q := d.q
 	claimKey := q.claims + e.id
 	// The nonce tells our claim from anybody else's if we must remove it
@@ -188,21 +219,23 @@ func (d *dequeue) claim(ctx context.Context, e entry) (*Item, *view, error) {
 	if d.w != nil {
 		then = append(then, clientv3.OpDelete(d.w.key))
 	}
-	freed := d.loc.freedCh()
+	h := d.head()
 	resp, err := q.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.ModRevision(e.key), "=", e.modRev),
-			clientv3.Compare(clientv3.CreateRevision(claimKey), "=", 0)).
+			clientv3.Compare(clientv3.CreateRevision(claimKey), "=", 0),
+			d.q.fenced(seen)).
 		Then(then...).
-		Else(q.viewOps(d.window)...).
+		Else(q.headOps(h)...).
 		Commit()
 	if err != nil {
-		d.abandon(ctx, claimKey, nonce)
+		d.abandon(ctx, clientv3.Compare(clientv3.Value(claimKey), "=", nonce), clientv3.OpDelete(claimKey))
 		return nil, nil, q.rpcErr(ctx, "dequeue", err)
 	}
 	if !resp.Succeeded {
-		return nil, d.viewAt(resp, 0, freed), nil
+		return nil, d.viewAt(h, resp, 0), nil
 	}
 	d.stopWaiting() // the claim removed our place in line
+	d.loc.claimedBy(int64(q.s.Lease()))
 	kvs := resp.Responses[2].GetResponseRange().Kvs
 	rev := resp.Header.Revision
 	it := &Item{
@@ -219,17 +252,35 @@ func (d *dequeue) claim(ctx context.Context, e entry) (*Item, *view, error) {
 	return it, nil, nil
 }
 
-// abandon removes a claim whose outcome we do not know (the call failed or
-// ctx ended while it was in flight), if it is ours, and leaves the waiting
-// line, which that claim may have left already.
-func (d *dequeue) abandon(ctx context.Context, claimKey, nonce string) {
+// abandon undoes a claim or a place in line whose request failed or whose
+// ctx ended while it was in flight. Such a request may still be applied
+// later: etcd does not withdraw a proposal when its caller gives up. So if
+// the key is ours now (ours holds) it is deleted, and if not, the session's
+// fence is moved past the request, whose guard then fails if it ever
+// arrives. Either way no claim or place is left behind. It runs under its
+// own short timeout; if that fails too, the key goes with the session.
+func (d *dequeue) abandon(ctx context.Context, ours clientv3.Cmp, undo clientv3.Op) {
+	q := d.q
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
-	d.q.cli.Txn(cctx).
-		If(clientv3.Compare(clientv3.Value(claimKey), "=", nonce)).
-		Then(clientv3.OpDelete(claimKey)).
+	q.cli.Txn(cctx).
+		If(ours).
+		Then(undo).
+		Else(clientv3.OpPut(q.fenceKey(), "", clientv3.WithLease(q.s.Lease()))).
 		Commit()
 	d.leave(cctx)
+}
+
+// fenceKey is the session's fence: a key that every claim and every place
+// in line of this session is guarded by, written only by abandon.
+func (q *Queue) fenceKey() string {
+	return fmt.Sprintf("%s%x", q.sessions, int64(q.s.Lease()))
+}
+
+// fenced holds while the fence has not moved since revision seen, the
+// revision of the read the request was decided on.
+func (q *Queue) fenced(seen int64) clientv3.Cmp {
+	return clientv3.Compare(clientv3.ModRevision(q.fenceKey()), "<", seen+1)
 }
 
 // deadLetter moves e, delivered maxAttempts times without an Ack, to the
@@ -244,23 +295,23 @@ func (d *dequeue) deadLetter(ctx context.Context, e entry) (*view, error) {
 	if len(got.Kvs) == 0 || got.Kvs[0].ModRevision != e.modRev {
 		return d.read(ctx)
 	}
-	freed := d.loc.freedCh()
+	h := d.head()
 	resp, err := q.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.ModRevision(e.key), "=", e.modRev),
 			clientv3.Compare(clientv3.CreateRevision(q.claims+e.id), "=", 0)).
 		Then(append([]clientv3.Op{
 			clientv3.OpDelete(e.key),
 			clientv3.OpPut(q.dead.items+e.id, string(got.Kvs[0].Value)),
-		}, q.viewOps(d.window)...)...).
-		Else(q.viewOps(d.window)...).
+		}, q.headOps(h)...)...).
+		Else(q.headOps(h)...).
 		Commit()
 	if err != nil {
 		return nil, q.rpcErr(ctx, "dead-letter", err)
 	}
 	if resp.Succeeded {
-		return d.viewAt(resp, 2, freed), nil
+		return d.viewAt(h, resp, 2), nil
 	}
-	return d.viewAt(resp, 0, freed), nil
+	return d.viewAt(h, resp, 0), nil
 }
 
 // close ends the call: it stops the watch and gives up the place in the
@@ -271,7 +322,7 @@ func (d *dequeue) close(ctx context.Context) {
 		d.leave(cctx)
 		cancel()
 	}
-	d.loc.release(d.q.prefix)
+	d.loc.release(d.q.localKey)
 }
 
 // transient reports whether a failed call is worth retrying: the cluster

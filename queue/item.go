@@ -97,7 +97,7 @@ func (it *Item) Nack(ctx context.Context) error {
 // that skipped it as busy (others learn from etcd).
 func (it *Item) ended() {
 	it.loc.unmark(it.key, !it.removing.Load())
-	it.loc.release(it.q.prefix)
+	it.loc.release(it.q.localKey)
 }
 
 func (it *Item) claimErr(op string, err error) error {

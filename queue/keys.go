@@ -24,6 +24,7 @@ const (
 //	P/items/<prio>/<seq>    the item's value; no lease; version-1 = deliveries so far
 //	P/claims/<prio>/<seq>   a delivery in progress, attached to the consumer's lease
 //	P/waiters/<lease>-<n>   a Dequeue waiting for work, attached to its lease
+//	P/sessions/<lease>      a consumer's fence, attached to its lease (see fence)
 //
 // <prio> is 8 hex digits (priority - MinPriority); <seq> is 16 hex digits of
 // a hybrid clock stamp and 8 random hex digits. An item's ID is
@@ -40,13 +41,15 @@ type layout struct {
 	items, itemsEnd   string
 	claims, claimsEnd string
 	waiters, waitEnd  string
+	sessions          string
 }
 
 func newLayout(prefix string) layout {
 	l := layout{
-		items:   prefix + "/items/",
-		claims:  prefix + "/claims/",
-		waiters: prefix + "/waiters/",
+		items:    prefix + "/items/",
+		claims:   prefix + "/claims/",
+		waiters:  prefix + "/waiters/",
+		sessions: prefix + "/sessions/",
 	}
 	l.itemsEnd = clientv3.GetPrefixRangeEnd(l.items)
 	l.claimsEnd = clientv3.GetPrefixRangeEnd(l.claims)

@@ -15,10 +15,16 @@ import "sync"
 type local struct {
 	refs int // guarded by registryMu
 
-	mu    sync.Mutex
-	busy  map[string]struct{} // item keys
-	freed chan struct{}       // closed when a busy item becomes available again
+	mu       sync.Mutex
+	busy     map[string]struct{} // item keys
+	freed    chan struct{}       // closed when a busy item becomes available again
+	claimers map[int64]struct{}  // leases that claimed items here
+	bound    string              // see head
 }
+
+// maxClaimers bounds the leases remembered; forgetting one only makes a
+// Dequeue take a race lost to this process for one lost to another.
+const maxClaimers = 1024
 
 var (
 	registryMu sync.Mutex
@@ -31,7 +37,7 @@ func acquireLocal(prefix string) *local {
 	defer registryMu.Unlock()
 	l := registry[prefix]
 	if l == nil {
-		l = &local{busy: map[string]struct{}{}, freed: make(chan struct{})}
+		l = &local{busy: map[string]struct{}{}, freed: make(chan struct{}), claimers: map[int64]struct{}{}}
 		registry[prefix] = l
 	}
 	l.refs++
@@ -105,4 +111,47 @@ func (l *local) freedCh() <-chan struct{} {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.freed
+}
+
+// claimedBy records that lease claims items in this process.
+func (l *local) claimedBy(lease int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.claimers[lease]; ok {
+		return
+	}
+	if len(l.claimers) >= maxClaimers {
+		clear(l.claimers)
+	}
+	l.claimers[lease] = struct{}{}
+}
+
+// isLocal reports whether lease has claimed items in this process.
+func (l *local) isLocal(lease int64) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, ok := l.claimers[lease]
+	return ok
+}
+
+func (l *local) getBound() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.bound
+}
+
+// setBound moves the bound after an unbounded read.
+func (l *local) setBound(bound string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.bound = bound
+}
+
+// clearBound drops the bound if it is still old.
+func (l *local) clearBound(old string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.bound == old {
+		l.bound = ""
+	}
 }

@@ -29,6 +29,7 @@ type Queue struct {
 	cli    *clientv3.Client
 	prefix string
 	layout
+	localKey string // how Dequeues of this process find each other: the prefix
 
 	dead        *layout // the dead-letter queue's keys; nil without WithDeadLetter
 	maxAttempts int
@@ -37,6 +38,10 @@ type Queue struct {
 	// window is how many keys a Dequeue reads from the head: enough to see
 	// past the items in flight, learned from earlier Dequeues.
 	window atomic.Int64
+
+	// spread is how many items at the head a Dequeue chooses among: 1 (strict
+	// order) unless consumers of other processes compete; see choose.
+	spread atomic.Int64
 }
 
 // New returns the queue named prefix for session s.
@@ -60,8 +65,9 @@ func New(s *lockstep.Session, prefix string, opts ...Option) (*Queue, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	q := &Queue{s: s, cli: s.Client(), prefix: prefix, layout: newLayout(prefix)}
+	q := &Queue{s: s, cli: s.Client(), prefix: prefix, layout: newLayout(prefix), localKey: prefix}
 	q.window.Store(minWindow)
+	q.spread.Store(1)
 	longest := len(q.claims) + idLen
 	if o.deadLetter != "" || o.maxAttempts != 0 {
 		if err := checkDeadLetter(prefix, o.deadLetter, o.maxAttempts); err != nil {

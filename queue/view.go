@@ -16,7 +16,28 @@ const (
 	// maxSpread bounds how many items a Dequeue that keeps losing races to
 	// other processes chooses among.
 	maxSpread = 8
+
+	// boundSpan is how many items an unbounded read of the head returns, and
+	// so how far the bound it sets lies from the head.
+	boundSpan = 256
 )
+
+// head describes one read of the head of the queue.
+//
+// etcd computes the total count of every ranged read in a transaction,
+// whatever its limit, so a read costs the server a visit to every key in
+// its range: a read of [items/, end) on a long queue would cost a visit to
+// each queued item. So reads stop at a bound instead: the ID of an item
+// some boundSpan items from the head, learned by an unbounded read and
+// shared by the Dequeues of this process. A Dequeue that finds nothing to
+// claim before the bound reads the whole range once and moves the bound.
+// Items before the bound are all seen, so the choice of the first
+// claimable item is the same as with an unbounded read.
+type head struct {
+	window int64
+	bound  string          // read items up to this ID only; "" for all
+	freed  <-chan struct{} // local releases after this read
+}
 
 // entry is one item as a view shows it.
 type entry struct {
@@ -25,6 +46,7 @@ type entry struct {
 	modRev  int64
 	version int64 // 1 + deliveries so far
 	claimed bool
+	claimer int64 // the claim's lease
 }
 
 // view is the head of the queue at one revision: the first items in key
@@ -32,25 +54,30 @@ type entry struct {
 type view struct {
 	rev   int64
 	items []entry
-	more  bool            // items beyond these exist, or their claims were not all read
+	more  bool            // the limit cut the read short: items beyond these exist
+	bound string          // the read stopped at this ID; "" if it did not
 	freed <-chan struct{} // local releases after this view was taken
 }
 
-// viewOps reads the head of the queue: keys only, so that large values
+// headOps reads the head of the queue: keys only, so that large values
 // are not sent; the claim sends the value of the one item it takes.
-func (q *Queue) viewOps(window int64) []clientv3.Op {
+func (q *Queue) headOps(h head) []clientv3.Op {
+	itemsEnd, claimsEnd := q.itemsEnd, q.claimsEnd
+	if h.bound != "" {
+		itemsEnd, claimsEnd = q.items+h.bound+"\x00", q.claims+h.bound+"\x00"
+	}
 	return []clientv3.Op{
-		clientv3.OpGet(q.items, clientv3.WithRange(q.itemsEnd), clientv3.WithLimit(window), clientv3.WithKeysOnly()),
-		clientv3.OpGet(q.claims, clientv3.WithRange(q.claimsEnd), clientv3.WithLimit(window), clientv3.WithKeysOnly()),
+		clientv3.OpGet(q.items, clientv3.WithRange(itemsEnd), clientv3.WithLimit(h.window), clientv3.WithKeysOnly()),
+		clientv3.OpGet(q.claims, clientv3.WithRange(claimsEnd), clientv3.WithLimit(h.window), clientv3.WithKeysOnly()),
 	}
 }
 
-// parseView builds a view from the responses to viewOps.
-func (q *Queue) parseView(rev int64, items, claims *pb.RangeResponse, freed <-chan struct{}) *view {
-	v := &view{rev: rev, more: items.More, freed: freed}
-	claimed := make(map[string]bool, len(claims.Kvs))
+// parseView builds a view from the responses to headOps.
+func (q *Queue) parseView(h head, rev int64, items, claims *pb.RangeResponse) *view {
+	v := &view{rev: rev, more: items.More, bound: h.bound, freed: h.freed}
+	claimer := make(map[string]int64, len(claims.Kvs))
 	for _, kv := range claims.Kvs {
-		claimed[strings.TrimPrefix(string(kv.Key), q.claims)] = true
+		claimer[strings.TrimPrefix(string(kv.Key), q.claims)] = kv.Lease
 	}
 	// Claims sort like their items. If not all claims were read, the claim
 	// state of items after the last one read is unknown: leave them out.
@@ -73,8 +100,9 @@ func (q *Queue) parseView(rev int64, items, claims *pb.RangeResponse, freed <-ch
 			key:     string(kv.Key),
 			modRev:  kv.ModRevision,
 			version: kv.Version,
-			claimed: claimed[id],
 		})
+		e := &v.items[len(v.items)-1]
+		e.claimer, e.claimed = claimer[id]
 	}
 	return v
 }

@@ -27,7 +27,7 @@ import (
 func (d *dequeue) wait(ctx context.Context, v *view) (*view, error) {
 	switch {
 	case d.w == nil:
-		return d.join(ctx)
+		return d.join(ctx, v.rev)
 	case d.w.pred != "":
 		return d.waitPred(ctx, v)
 	default:
@@ -36,8 +36,8 @@ func (d *dequeue) wait(ctx context.Context, v *view) (*view, error) {
 }
 
 // waitersOps finds the waiter just ahead of one created at rev (all of
-// them if rev is 0), in the same read as the view.
-func (d *dequeue) waitersOps(rev int64) []clientv3.Op {
+// them if rev is 0), in the same read as the head.
+func (d *dequeue) waitersOps(h head, rev int64) []clientv3.Op {
 	opts := []clientv3.OpOption{
 		clientv3.WithRange(d.q.waitEnd), clientv3.WithKeysOnly(),
 		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend), clientv3.WithLimit(1),
@@ -45,28 +45,30 @@ func (d *dequeue) waitersOps(rev int64) []clientv3.Op {
 	if rev > 0 {
 		opts = append(opts, clientv3.WithMaxCreateRev(rev-1))
 	}
-	return append([]clientv3.Op{clientv3.OpGet(d.q.waiters, opts...)}, d.q.viewOps(d.window)...)
+	return append([]clientv3.Op{clientv3.OpGet(d.q.waiters, opts...)}, d.q.headOps(h)...)
 }
 
 // join puts our place at the end of the line, finds who is ahead and reads
-// the queue, in one transaction.
-func (d *dequeue) join(ctx context.Context) (*view, error) {
+// the queue, in one transaction. seen is the revision of the read that
+// found nothing to claim.
+func (d *dequeue) join(ctx context.Context, seen int64) (*view, error) {
 	q := d.q
 	key := fmt.Sprintf("%s%x-%08x", q.waiters, int64(q.s.Lease()), rand.Uint32())
-	freed := d.loc.freedCh()
-	ops := append([]clientv3.Op{clientv3.OpPut(key, "", clientv3.WithLease(q.s.Lease()))}, d.waitersOps(0)...)
+	h := d.head()
+	ops := append([]clientv3.Op{clientv3.OpPut(key, "", clientv3.WithLease(q.s.Lease()))}, d.waitersOps(h, 0)...)
 	// The put comes first, so the waiter sorted last by create revision is
 	// us; ask for two to see the one ahead.
 	ops[1] = clientv3.OpGet(q.waiters, clientv3.WithRange(q.waitEnd), clientv3.WithKeysOnly(),
 		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend), clientv3.WithLimit(2))
-	resp, err := q.cli.Txn(ctx).Then(ops...).Commit()
+	resp, err := q.cli.Txn(ctx).If(q.fenced(seen)).Then(ops...).Else(q.headOps(h)...).Commit()
 	if err != nil {
-		// The key is unique to this call: remove it in case the put
-		// took effect.
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-		q.cli.Delete(cctx, key)
-		cancel()
+		d.abandon(ctx, clientv3.Compare(clientv3.CreateRevision(key), ">", 0), clientv3.OpDelete(key))
 		return nil, q.rpcErr(ctx, "dequeue", err)
+	}
+	if !resp.Succeeded {
+		// Another call of this session abandoned a request since our read;
+		// read again and retry.
+		return d.viewAt(h, resp, 0), nil
 	}
 	rev := resp.Header.Revision
 	d.w = &waiter{key: key, rev: rev, seenRev: rev}
@@ -76,7 +78,7 @@ func (d *dequeue) join(ctx context.Context) (*view, error) {
 			break
 		}
 	}
-	return d.viewAt(resp, 2, freed), nil
+	return d.viewAt(h, resp, 2), nil
 }
 
 // waitPred waits until the waiter ahead of us leaves the line (it claimed
@@ -102,8 +104,8 @@ func (d *dequeue) waitPred(ctx context.Context, v *view) (*view, error) {
 		<-gone
 		return nil, fmt.Errorf("queue: %w", d.q.s.Err())
 	}
-	freed := d.loc.freedCh()
-	resp, err := d.q.cli.Txn(ctx).Then(d.waitersOps(d.w.rev)...).Commit()
+	h := d.head()
+	resp, err := d.q.cli.Txn(ctx).Then(d.waitersOps(h, d.w.rev)...).Commit()
 	if err != nil {
 		return nil, d.q.rpcErr(ctx, "dequeue", err)
 	}
@@ -111,7 +113,7 @@ func (d *dequeue) waitPred(ctx context.Context, v *view) (*view, error) {
 	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
 		d.w.pred, d.w.predRev = string(kvs[0].Key), kvs[0].CreateRevision
 	}
-	return d.viewAt(resp, 1, freed), nil
+	return d.viewAt(h, resp, 1), nil
 }
 
 // waitHead watches claims and items from just after v until an item may
