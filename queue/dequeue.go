@@ -40,6 +40,7 @@ func (q *Queue) Dequeue(ctx context.Context) (*Item, error) {
 	if err := q.s.Err(); err != nil {
 		return nil, fmt.Errorf("queue: %w", err)
 	}
+	q.retryCleanups(ctx)
 	d := &dequeue{q: q, loc: acquireLocal(q.localKey), window: q.window.Load(), spread: int(q.spread.Load())}
 	defer d.close(ctx)
 	v, err := d.read(ctx)
@@ -52,6 +53,7 @@ func (q *Queue) Dequeue(ctx context.Context) (*Item, error) {
 				return nil, err
 			}
 			attempt++
+			q.retryCleanups(ctx)
 			v, err = d.read(ctx)
 			continue
 		}
@@ -99,6 +101,7 @@ type waiter struct {
 	watch       clientv3.WatchChan // the head's watch of claims and items
 	stopWatch   context.CancelFunc
 	watchedUpTo int64 // events at or below this revision are in a view already
+	breaks      int   // watches broken in a row, for backoff
 }
 
 // read takes a fresh view of the head of the queue.
@@ -263,11 +266,11 @@ func (d *dequeue) abandon(ctx context.Context, ours clientv3.Cmp, undo clientv3.
 	q := d.q
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
-	q.cli.Txn(cctx).
-		If(ours).
-		Then(undo).
-		Else(clientv3.OpPut(q.fenceKey(), "", clientv3.WithLease(q.s.Lease()))).
-		Commit()
+	q.cleanUp(cctx, cleanupTxn{
+		cmp:       ours,
+		then:      []clientv3.Op{undo},
+		otherwise: []clientv3.Op{clientv3.OpPut(q.fenceKey(), "", clientv3.WithLease(q.s.Lease()))},
+	})
 	d.leave(cctx)
 }
 

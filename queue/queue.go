@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -42,6 +43,9 @@ type Queue struct {
 	// spread is how many items at the head a Dequeue chooses among: 1 (strict
 	// order) unless consumers of other processes compete; see choose.
 	spread atomic.Int64
+
+	pendingMu       sync.Mutex
+	pendingCleanups []cleanupTxn // see cleanUp
 }
 
 // New returns the queue named prefix for session s.

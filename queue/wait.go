@@ -35,17 +35,17 @@ func (d *dequeue) wait(ctx context.Context, v *view) (*view, error) {
 	}
 }
 
-// waitersOps finds the waiter just ahead of one created at rev (all of
-// them if rev is 0), in the same read as the head.
-func (d *dequeue) waitersOps(h head, rev int64) []clientv3.Op {
+// lastWaiters reads the n waiters that joined last, before revision
+// before if it is not 0.
+func (q *Queue) lastWaiters(n, before int64) clientv3.Op {
 	opts := []clientv3.OpOption{
-		clientv3.WithRange(d.q.waitEnd), clientv3.WithKeysOnly(),
-		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend), clientv3.WithLimit(1),
+		clientv3.WithRange(q.waitEnd), clientv3.WithKeysOnly(),
+		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend), clientv3.WithLimit(n),
 	}
-	if rev > 0 {
-		opts = append(opts, clientv3.WithMaxCreateRev(rev-1))
+	if before > 0 {
+		opts = append(opts, clientv3.WithMaxCreateRev(before-1))
 	}
-	return append([]clientv3.Op{clientv3.OpGet(d.q.waiters, opts...)}, d.q.headOps(h)...)
+	return clientv3.OpGet(q.waiters, opts...)
 }
 
 // join puts our place at the end of the line, finds who is ahead and reads
@@ -55,11 +55,12 @@ func (d *dequeue) join(ctx context.Context, seen int64) (*view, error) {
 	q := d.q
 	key := fmt.Sprintf("%s%x-%08x", q.waiters, int64(q.s.Lease()), rand.Uint32())
 	h := d.head()
-	ops := append([]clientv3.Op{clientv3.OpPut(key, "", clientv3.WithLease(q.s.Lease()))}, d.waitersOps(h, 0)...)
-	// The put comes first, so the waiter sorted last by create revision is
-	// us; ask for two to see the one ahead.
-	ops[1] = clientv3.OpGet(q.waiters, clientv3.WithRange(q.waitEnd), clientv3.WithKeysOnly(),
-		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend), clientv3.WithLimit(2))
+	// The put comes first, so the last two waiters to join are us and the
+	// one just ahead.
+	ops := append([]clientv3.Op{
+		clientv3.OpPut(key, "", clientv3.WithLease(q.s.Lease())),
+		q.lastWaiters(2, 0),
+	}, q.headOps(h)...)
 	resp, err := q.cli.Txn(ctx).If(q.fenced(seen)).Then(ops...).Else(q.headOps(h)...).Commit()
 	if err != nil {
 		d.abandon(ctx, clientv3.Compare(clientv3.CreateRevision(key), ">", 0), clientv3.OpDelete(key))
@@ -105,7 +106,8 @@ func (d *dequeue) waitPred(ctx context.Context, v *view) (*view, error) {
 		return nil, fmt.Errorf("queue: %w", d.q.s.Err())
 	}
 	h := d.head()
-	resp, err := d.q.cli.Txn(ctx).Then(d.waitersOps(h, d.w.rev)...).Commit()
+	ops := append([]clientv3.Op{d.q.lastWaiters(1, d.w.rev)}, d.q.headOps(h)...)
+	resp, err := d.q.cli.Txn(ctx).Then(ops...).Commit()
 	if err != nil {
 		return nil, d.q.rpcErr(ctx, "dequeue", err)
 	}
@@ -129,7 +131,7 @@ func (d *dequeue) waitHead(ctx context.Context, v *view) (*view, error) {
 		w.stopWatch = cancel
 	}
 	w.watchedUpTo = max(w.watchedUpTo, v.rev)
-	for attempt := 0; ; {
+	for {
 		select {
 		case resp, ok := <-w.watch:
 			if !ok || resp.Canceled || resp.CompactRevision != 0 || resp.Err() != nil {
@@ -139,11 +141,13 @@ func (d *dequeue) waitHead(ctx context.Context, v *view) (*view, error) {
 				if ctx.Err() != nil {
 					return nil, ctx.Err()
 				}
-				if err := retry.Sleep(ctx, attempt); err != nil {
+				if err := retry.Sleep(ctx, w.breaks); err != nil {
 					return nil, err
 				}
+				w.breaks++
 				return d.read(ctx)
 			}
+			w.breaks = 0
 			if d.wakes(resp.Events) {
 				return d.read(ctx)
 			}
@@ -208,10 +212,10 @@ func (d *dequeue) leave(ctx context.Context) {
 		return
 	}
 	d.stopWatch()
-	d.q.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(d.w.key), "=", d.w.rev)).
-		Then(clientv3.OpDelete(d.w.key)).
-		Commit()
+	d.q.cleanUp(ctx, cleanupTxn{
+		cmp:  clientv3.Compare(clientv3.CreateRevision(d.w.key), "=", d.w.rev),
+		then: []clientv3.Op{clientv3.OpDelete(d.w.key)},
+	})
 	d.w = nil
 }
 
