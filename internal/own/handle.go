@@ -34,8 +34,10 @@ type Handle struct {
 	stopWatch context.CancelFunc
 	watchDone chan struct{}
 
-	mu  sync.Mutex
-	err error
+	mu        sync.Mutex
+	err       error
+	releasing int  // Release transactions in flight
+	deleted   bool // the watcher saw the key go while one was
 }
 
 // New starts tracking the ownership of key, created at revision rev under
@@ -74,10 +76,25 @@ func (h *Handle) watch(ctx context.Context, fromRev int64) {
 		<-gone
 		h.end(h.s.Err())
 	case err := <-gone:
-		if err == nil {
+		if err == nil && !h.deletedWhileReleasing() {
 			h.end(h.whyGone())
 		}
 	}
+}
+
+// deletedWhileReleasing reports whether a Release is in flight when the
+// watcher sees the key go. The delete is then most likely that Release's
+// own, whose answer is on its way: explaining it here would cost a round
+// trip that Release waits for, and could mislabel it ErrLost. Release
+// explains it instead if its transaction fails.
+func (h *Handle) deletedWhileReleasing() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.releasing > 0 {
+		h.deleted = true
+		return true
+	}
+	return false
 }
 
 // whyGone explains a deleted key. A lease that expired or was revoked
@@ -171,19 +188,35 @@ func (h *Handle) Release(ctx context.Context, then ...clientv3.Op) error {
 		return err
 	}
 	ops := append([]clientv3.Op{clientv3.OpDelete(h.key)}, then...)
+	h.mu.Lock()
+	h.releasing++
+	h.mu.Unlock()
 	resp, err := h.s.Client().Txn(ctx).If(h.IsOwner()).Then(ops...).Commit()
+	switch {
+	case err == nil && resp.Succeeded:
+		h.End(lockstep.ErrReleased)
+	case err == nil:
+		h.End(h.whyGone())
+	}
+	h.mu.Lock()
+	h.releasing--
+	deleted := h.deleted && h.releasing == 0
+	h.mu.Unlock()
 	if err != nil {
+		if deleted {
+			// The watcher stopped when it saw the key go, leaving the
+			// explanation to us; the key went, maybe by this very
+			// transaction, maybe not.
+			h.End(h.whyGone())
+		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		return err
 	}
 	if !resp.Succeeded {
-		lost := fmt.Errorf("%w: key %s deleted", lockstep.ErrLost, h.key)
-		h.End(lost)
 		return h.Err()
 	}
-	h.End(lockstep.ErrReleased)
 	return nil
 }
 

@@ -136,3 +136,27 @@ func TestReserveExcludesWithinProcess(t *testing.T) {
 		t.Fatalf("Reserve after release: %v", err)
 	}
 }
+
+// The watcher often sees our own delete before Release hears back from its
+// transaction. It must leave the explanation to Release: no extra round
+// trip for Release to wait for, and never ErrLost for a release.
+func TestReleaseIsNotExplainedByTheWatcher(t *testing.T) {
+	cli, counter := testutil.CountingClient(t)
+	ctx := testutil.Context(t, 30*time.Second)
+	s := testutil.Session(t, cli)
+	key := testutil.Prefix(t)
+	counter.Reset()
+	const n = 50
+	for i := range n {
+		h := claim(t, ctx, s, key)
+		if err := h.Release(ctx); err != nil {
+			t.Fatalf("Release %d: %v", i, err)
+		}
+		if !errors.Is(h.Err(), lockstep.ErrReleased) {
+			t.Fatalf("Err after Release %d: got %v, want ErrReleased", i, h.Err())
+		}
+	}
+	if got := counter.Calls("LeaseTimeToLive"); got != 0 {
+		t.Fatalf("LeaseTimeToLive calls during %d releases: got %d, want 0", n, got)
+	}
+}
