@@ -251,3 +251,24 @@ func TestRoundTrips(t *testing.T) {
 		})
 	}
 }
+
+// A successful Ack ends the Item with ErrReleased, never ErrLost, and asks
+// the server nothing more, however the watch of its claim and the Ack's
+// reply race.
+func TestAckEndsReleased(t *testing.T) {
+	cli, rpcs := testutil.CountingClient(t)
+	ctx := testutil.Context(t, 60*time.Second)
+	q := newQueue(t, testutil.Session(t, cli), testutil.Prefix(t))
+	for i := 0; i < 50; i++ {
+		mustEnqueue(t, ctx, q, "x", 0)
+		it := mustDequeue(t, ctx, q)
+		rpcs.Reset()
+		mustAck(t, ctx, it)
+		if !errors.Is(it.Err(), lockstep.ErrReleased) {
+			t.Fatalf("Ack %d: Err %v, want ErrReleased", i, it.Err())
+		}
+		if n := rpcs.Calls("LeaseTimeToLive"); n != 0 {
+			t.Fatalf("Ack %d: %d TimeToLive calls, want 0", i, n)
+		}
+	}
+}
