@@ -26,10 +26,13 @@
 //     cannot remove an item someone else is now working on, and at most one
 //     Ack of an item ever succeeds.
 //   - Order. Lower priority values are served first; within one priority,
-//     items are served in the order their Enqueues took effect. A consumer
+//     items are served in the order their Enqueues took effect, which
+//     respects real time whatever the producers' clocks say. A goroutine
 //     that calls Dequeue in a loop receives the first deliveries of one
-//     priority in that order. A Nacked or reclaimed item keeps its place, so
-//     it is served again before younger items.
+//     priority in that order, and never an item while a more urgent one
+//     enqueued before its Dequeue began is left for later; the exceptions
+//     are below. A Nacked or reclaimed item keeps its place, so it is
+//     served again before younger items.
 //   - Many consumers do not fight over the head. Dequeues in one process
 //     pick different items without asking etcd; consumers in different
 //     processes that lose a race spread over the first few items. A new
@@ -45,7 +48,15 @@
 //   - Global order across consumers. Items are claimed in order, but
 //     consumers work concurrently and finish in any order; a redelivered
 //     item arrives after younger ones that were claimed meanwhile.
-//   - That an item is delivered at most maxAttempts times in every case: a
-//     Dequeue whose ctx ends at the instant its claim commits counts a
-//     delivery nobody saw.
+//   - Order as one consumer sees it, when consumers in other processes
+//     compete for the same items (a Dequeue that loses races to them picks
+//     at random among the first few), or when a Dequeue of this process
+//     fails while claiming an item another one skipped as busy.
+//   - Exact attempt counts: a Dequeue whose ctx ends while its claim is in
+//     flight may count a delivery nobody received.
+//
+// Reads of the head of the queue cost the server a visit to each key
+// deleted since the last compaction; run etcd with automatic compaction.
+// docs/queue.md has the key layout, the round trips of each operation and
+// the failure behaviour.
 package queue

@@ -24,7 +24,8 @@ var (
 
 	// ErrClaimLost is returned by Ack and Nack when the claim ended before
 	// the call took effect: the session was lost or closed, or the claim key
-	// was deleted. The call changed nothing; the item is delivered again (or
-	// already was). The error also wraps the reason the claim ended.
+	// was deleted. The call changed nothing: the item is delivered again (or
+	// already was), unless an earlier try of the same Ack, whose reply was
+	// lost, removed it. The error also wraps the reason the claim ended.
 	ErrClaimLost = errors.New("queue: claim lost")
 )
