@@ -10,7 +10,8 @@ const DefaultMaxRequestBytes = 3 << 19
 type Option func(*options)
 
 type options struct {
-	deadLetter  string // "" without WithDeadLetter
+	deadSet     bool // WithDeadLetter was given
+	deadLetter  string
 	maxAttempts int
 	maxRequest  int
 }
@@ -28,6 +29,7 @@ type options struct {
 // New returns an error.
 func WithDeadLetter(prefix string, maxAttempts int) Option {
 	return func(o *options) {
+		o.deadSet = true
 		o.deadLetter = prefix
 		o.maxAttempts = maxAttempts
 	}

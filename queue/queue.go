@@ -73,7 +73,7 @@ func New(s *lockstep.Session, prefix string, opts ...Option) (*Queue, error) {
 	q.window.Store(minWindow)
 	q.spread.Store(1)
 	longest := len(q.claims) + idLen
-	if o.deadLetter != "" || o.maxAttempts != 0 {
+	if o.deadSet {
 		if err := checkDeadLetter(prefix, o.deadLetter, o.maxAttempts); err != nil {
 			return nil, err
 		}

@@ -29,6 +29,7 @@ func TestNewRejectsBadArguments(t *testing.T) {
 		{"empty prefix", s, "", nil, lockstep.ErrInvalidPrefix},
 		{"prefix ends in slash", s, "/q/", nil, lockstep.ErrInvalidPrefix},
 		{"empty dead-letter prefix", s, "/q", []queue.Option{queue.WithDeadLetter("", 3)}, lockstep.ErrInvalidPrefix},
+		{"empty dead-letter prefix and zero attempts", s, "/q", []queue.Option{queue.WithDeadLetter("", 0)}, lockstep.ErrInvalidPrefix},
 		{"dead-letter prefix ends in slash", s, "/q", []queue.Option{queue.WithDeadLetter("/dlq/", 3)}, lockstep.ErrInvalidPrefix},
 		{"dead-letter same as queue", s, "/q", []queue.Option{queue.WithDeadLetter("/q", 3)}, lockstep.ErrInvalidPrefix},
 		{"dead-letter inside queue", s, "/q", []queue.Option{queue.WithDeadLetter("/q/dead", 3)}, lockstep.ErrInvalidPrefix},
