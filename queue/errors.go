@@ -1,0 +1,31 @@
+package queue
+
+import "errors"
+
+// Errors of package queue. Match them with errors.Is. Besides these, an Item
+// whose claim ended reports the shared reasons of package lockstep:
+// lockstep.ErrReleased (it was acked or nacked), lockstep.ErrLost (its claim
+// key was deleted by someone else), lockstep.ErrSessionLost and
+// lockstep.ErrSessionClosed.
+var (
+	// ErrTooLarge is returned by Enqueue, before anything is written, for a
+	// value that would make a request larger than the server accepts (see
+	// WithMaxRequestBytes and Queue.MaxValueSize).
+	ErrTooLarge = errors.New("queue: value too large")
+
+	// ErrInvalidPriority is returned by Enqueue, before anything is written,
+	// for a priority outside [MinPriority, MaxPriority].
+	ErrInvalidPriority = errors.New("queue: invalid priority")
+
+	// ErrInvalidOption is returned by New for an option with a value it
+	// cannot use (a dead-letter limit under 1, a request limit too small to
+	// hold a key).
+	ErrInvalidOption = errors.New("queue: invalid option")
+
+	// ErrClaimLost is returned by Ack and Nack when the claim ended before
+	// the call took effect: the session was lost or closed, or the claim key
+	// was deleted. The call changed nothing: the item is delivered again (or
+	// already was), unless an earlier try of the same Ack, whose reply was
+	// lost, removed it. The error also wraps the reason the claim ended.
+	ErrClaimLost = errors.New("queue: claim lost")
+)
