@@ -140,7 +140,7 @@ func TestBarrierHoldReleaseWait(t *testing.T) {
 	// A waiter registers its watch before its read; once its read has
 	// completed, it is blocked until the release.
 	for _, p := range probes {
-		p.waitRanges(ctx, 1)
+		p.waitCalls(ctx, 1)
 	}
 	for i, ch := range chans {
 		select {
@@ -267,7 +267,7 @@ func TestBarrierWaitSeesTheHoldItFound(t *testing.T) {
 		t.Fatal(err)
 	}
 	ch := goWait(ctx, wb)
-	p.waitRanges(ctx, 1)
+	p.waitCalls(ctx, 1)
 	// Release and hold again in one transaction: the key never looks
 	// absent to a reader.
 	if _, err := cli.Txn(ctx).Then(clientv3.OpDelete(key), clientv3.OpPut(key+"x", "")).Commit(); err != nil {

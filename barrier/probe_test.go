@@ -12,13 +12,13 @@ import (
 	"github.com/lockstep-go/lockstep/internal/testutil"
 )
 
-// probe tells a test when a client's reads have completed, not just been
-// sent (testutil.RPCCounter counts a call before making it), and counts the
-// watch events it receives. A test that must act only once a waiter is
-// blocked waits for the waiter's read to complete.
+// probe tells a test when a client's reads and transactions have
+// completed, not just been sent (testutil.RPCCounter counts a call before
+// making it), and counts the watch events it receives. A test that must act
+// only once a waiter is blocked waits for the waiter's calls to complete.
 type probe struct {
 	mu     sync.Mutex
-	ranges int
+	calls  int // completed Range and Txn calls
 	events int
 	cond   *sync.Cond
 }
@@ -34,8 +34,9 @@ func probeClient(t *testing.T) (*clientv3.Client, *probe) {
 	return testutil.ClientWith(t, cfg), p
 }
 
-// waitRanges returns once n reads have completed or ctx has ended.
-func (p *probe) waitRanges(ctx context.Context, n int) {
+// waitCalls returns once n reads or transactions have completed, or ctx
+// has ended.
+func (p *probe) waitCalls(ctx context.Context, n int) {
 	stop := context.AfterFunc(ctx, func() {
 		p.mu.Lock()
 		p.cond.Broadcast()
@@ -44,7 +45,7 @@ func (p *probe) waitRanges(ctx context.Context, n int) {
 	defer stop()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for p.ranges < n && ctx.Err() == nil {
+	for p.calls < n && ctx.Err() == nil {
 		p.cond.Wait()
 	}
 }
@@ -57,9 +58,10 @@ func (p *probe) watchEvents() int {
 
 func (p *probe) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 	err := invoker(ctx, method, req, reply, cc, opts...)
-	if _, ok := req.(*pb.RangeRequest); ok {
+	switch req.(type) {
+	case *pb.RangeRequest, *pb.TxnRequest:
 		p.mu.Lock()
-		p.ranges++
+		p.calls++
 		p.cond.Broadcast()
 		p.mu.Unlock()
 	}
