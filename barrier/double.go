@@ -42,7 +42,8 @@ type DoubleBarrier struct {
 	busy chan struct{} // holds a token while a call runs
 
 	// Touched only by the call that holds busy.
-	rev   int64  // create revision of our party key while it may exist, else 0
+	dirty bool   // our party key may exist: a registration was sent
+	rev   int64  // create revision of our party key, once known, else 0
 	round *round // the round we are in, between Enter and Leave
 
 	last atomic.Int64 // Round
@@ -136,7 +137,7 @@ func (d *DoubleBarrier) Leave(ctx context.Context) error {
 		d.cleanup(ctx)
 		return d.explain(ctx, err)
 	}
-	d.rev = 0 // the round's close deleted our key
+	d.rev, d.dirty = 0, false // the round's close deleted our key
 	return nil
 }
 
@@ -191,23 +192,25 @@ func (d *DoubleBarrier) lost(ctx context.Context) error {
 // others it is as if we had died: before the round opens we no longer
 // count, after it opened we have left. Deleting the proxies that watch us
 // wakes the parties that watch them, as our lease's end would.
+//
+// Our key range needs no guard: the id is ours alone, and no other call of
+// ours runs meanwhile. It may hold a registration whose answer we never
+// got (ctx ended while the transaction was in flight).
 func (d *DoubleBarrier) cleanup(ctx context.Context) {
-	if d.rev == 0 {
+	if !d.dirty {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
 	key, end := d.keys.own(d.id)
 	resp, err := d.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", d.rev)).
 		Then(clientv3.OpDelete(key, clientv3.WithRange(end)), clientv3.OpGet(d.keys.parties, clientv3.WithPrefix())).
-		Else(clientv3.OpGet(d.keys.parties, clientv3.WithPrefix())).
 		Commit()
 	if err != nil {
 		return // the key goes with the session's lease
 	}
-	d.rev = 0
-	get := resp.Responses[len(resp.Responses)-1].GetResponseRange()
+	d.rev, d.dirty = 0, false
+	get := resp.Responses[1].GetResponseRange()
 	snap, err := d.keys.parse(resp.Header.Revision, nil, (*clientv3.GetResponse)(get))
 	if err != nil {
 		return

@@ -94,6 +94,7 @@ func (d *DoubleBarrier) registerOrRead(ctx context.Context) (*snapshot, error) {
 		return snap, nil
 	}
 	key := d.keys.party(d.id)
+	d.dirty = true
 	resp, err := txn(ctx, d.cli, d.s.Done(),
 		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(d.keys.ready), "=", 0)},
 		[]clientv3.Op{clientv3.OpPut(key, partyValue(stateEntered, d.count), clientv3.WithLease(d.s.Lease())), readParties},
