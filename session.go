@@ -214,8 +214,15 @@ func (s *Session) keepAlive(ctx context.Context) {
 		}
 		sent := time.Now()
 		// No renewal is worth waiting for past the deadline: by then the
-		// session has ended.
-		rctx, cancel := context.WithDeadline(ctx, s.currentDeadline())
+		// session has ended. Nor longer than one interval: a member cut off
+		// from its peers holds a keepalive until its own request timeout
+		// (about 7s), which would spend the whole window on one member
+		// while the others could renew the lease; a retry goes to the next.
+		deadline := s.currentDeadline()
+		if d := sent.Add(interval); d.Before(deadline) {
+			deadline = d
+		}
+		rctx, cancel := context.WithDeadline(ctx, deadline)
 		resp, err := s.cli.KeepAliveOnce(rctx, s.lease)
 		cancel()
 		switch {

@@ -10,6 +10,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/lockstep-go/lockstep"
+	"github.com/lockstep-go/lockstep/embedded"
 	"github.com/lockstep-go/lockstep/internal/faultproxy"
 	"github.com/lockstep-go/lockstep/internal/testutil"
 )
@@ -255,5 +256,52 @@ func TestCloseIsBoundedWithNoServer(t *testing.T) {
 	}
 	if !errors.Is(s.Err(), lockstep.ErrSessionClosed) {
 		t.Fatalf("Err: got %v, want ErrSessionClosed", s.Err())
+	}
+}
+
+// TestSessionSurvivesAMemberCutOff checks that a session whose client knows
+// every member of a cluster outlives one member, leader or not, being cut
+// off from its peers for twice the TTL: a keepalive sent to that member
+// hangs there, and the session must try another member before its window
+// runs out.
+func TestSessionSurvivesAMemberCutOff(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a three-member cluster")
+	}
+	const ttl = 6 * time.Second
+	ctx := testutil.Context(t, 2*time.Minute)
+	c, err := embedded.StartCluster(ctx, 3, embedded.WithoutFsync())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, cutLeader := range []bool{false, true} {
+		leader, err := c.WaitLeader(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cut *embedded.Member
+		for _, m := range c.Members() {
+			if (m == leader) == cutLeader {
+				cut = m
+				break
+			}
+		}
+		var ss []*lockstep.Session
+		for range 4 {
+			cli, err := c.Client()
+			if err != nil {
+				t.Fatal(err)
+			}
+			ss = append(ss, testutil.Session(t, cli, lockstep.WithTTL(ttl)))
+		}
+		cut.Partition()
+		time.Sleep(2 * ttl)
+		cut.Heal()
+		for i, s := range ss {
+			if err := s.Err(); err != nil {
+				t.Fatalf("leader cut off %v: session %d lost: %v", cutLeader, i, err)
+			}
+		}
 	}
 }
