@@ -29,8 +29,9 @@ import (
 // docs/barrier.md for why the waiters' proxies always cover the last
 // "entered" party.
 func (d *DoubleBarrier) leave(ctx context.Context, r *round) error {
+	marked := false // survives a resync: once left, a missing key may mean the round closed
 	for attempt := 0; ; attempt++ {
-		err := d.leaveOnce(ctx, r)
+		err := d.leaveOnce(ctx, r, &marked)
 		if !errors.Is(err, errResync) {
 			return err
 		}
@@ -44,15 +45,15 @@ func (d *DoubleBarrier) leave(ctx context.Context, r *round) error {
 // is over, successfully.
 var errClosed = errors.New("barrier: round closed")
 
-func (d *DoubleBarrier) leaveOnce(ctx context.Context, r *round) error {
-	err := d.leaveWatching(ctx, r)
+func (d *DoubleBarrier) leaveOnce(ctx context.Context, r *round, marked *bool) error {
+	err := d.leaveWatching(ctx, r, marked)
 	if errors.Is(err, errClosed) {
 		return nil
 	}
 	return err
 }
 
-func (d *DoubleBarrier) leaveWatching(ctx context.Context, r *round) error {
+func (d *DoubleBarrier) leaveWatching(ctx context.Context, r *round, marked *bool) error {
 	key, end := d.keys.own(d.id)
 	w, err := arm(ctx, d.cli, key, clientv3.WithRange(end), clientv3.WithFilterPut())
 	if err != nil {
@@ -66,17 +67,18 @@ func (d *DoubleBarrier) leaveWatching(ctx context.Context, r *round) error {
 	// the guard fails and the read tells us whom to watch instead.
 	snap := &snapshot{}
 	var target *member // the party our proxy watches
-	for marked := false; !marked; {
+	for done := false; !done; {
 		target = snap.successor(r, d.id)
 		cmps, then := d.mineOps(r)
 		then = append(then, clientv3.OpPut(d.keys.party(d.id), partyValue(stateLeft, d.count), clientv3.WithLease(d.s.Lease())))
 		if target != nil {
 			cmps, then = d.proxyOps(cmps, then, target)
 		}
-		if snap, marked, err = d.guarded(ctx, r, cmps, then, false); err != nil {
+		if snap, done, err = d.guarded(ctx, r, cmps, then, *marked); err != nil {
 			return err
 		}
 	}
+	*marked = true
 	for {
 		if !snap.anyEntered(r, d.id) {
 			return d.close(ctx, r)

@@ -14,9 +14,17 @@ import (
 	"github.com/lockstep-go/lockstep/internal/retry"
 )
 
-// cleanupTimeout bounds the removal of a participant's key after Enter or
-// Leave failed: the caller may be giving up on a server it cannot reach.
-const cleanupTimeout = 5 * time.Second
+const (
+	// cleanupTimeout bounds the removal of a participant's key after Enter
+	// or Leave failed: the caller may be giving up on a server it cannot
+	// reach.
+	cleanupTimeout = 5 * time.Second
+
+	// attemptTimeout bounds one attempt of a transaction. A member cut off
+	// from its peers holds a request until its own timeout (about 7s); the
+	// retry goes to the next member. Normal transactions take milliseconds.
+	attemptTimeout = 2 * time.Second
+)
 
 // txn commits one transaction, retrying errors that say nothing about its
 // outcome (no leader, leader changed, unavailable) with backoff. Every
@@ -26,7 +34,9 @@ const cleanupTimeout = 5 * time.Second
 // done (a session), and on errors a retry cannot fix.
 func txn(ctx context.Context, cli *clientv3.Client, done <-chan struct{}, cmps []clientv3.Cmp, then, els []clientv3.Op) (*clientv3.TxnResponse, error) {
 	for attempt := 0; ; attempt++ {
-		resp, err := cli.Txn(ctx).If(cmps...).Then(then...).Else(els...).Commit()
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		resp, err := cli.Txn(actx).If(cmps...).Then(then...).Else(els...).Commit()
+		cancel()
 		if err == nil {
 			return resp, nil
 		}

@@ -56,10 +56,20 @@ type recorder struct {
 	recs []record
 }
 
+// A write that fails is tried again (a member may be down): the step still
+// happened before the write's revision, which is all the checks use.
 func (r *recorder) add(ctx context.Context, worker string, round int64, step string) error {
-	resp, err := r.cli.Put(ctx, fmt.Sprintf("%s/%s/%d/%s", r.prefix, worker, round, step), "")
-	if err != nil {
-		return err
+	var resp *clientv3.PutResponse
+	var err error
+	for attempt := 0; ; attempt++ {
+		resp, err = r.cli.Put(ctx, fmt.Sprintf("%s/%s/%d/%s", r.prefix, worker, round, step), "")
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil || attempt == 50 {
+			return fmt.Errorf("record %s %s: %w", worker, step, err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	r.mu.Lock()
 	r.recs = append(r.recs, record{worker, round, step, resp.Header.Revision})
