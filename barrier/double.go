@@ -103,6 +103,11 @@ func (d *DoubleBarrier) Enter(ctx context.Context) error {
 	if err := d.s.Err(); err != nil {
 		return fmt.Errorf("barrier: %w", err)
 	}
+	if d.dirty && !d.cleanup(ctx) {
+		// A failed call's key is still there, and would make us count
+		// twice or look like a member of its round.
+		return fmt.Errorf("barrier: %s: could not remove the key left by a failed call", d.Key())
+	}
 	r, err := d.enter(ctx)
 	if err != nil {
 		d.cleanup(ctx)
@@ -133,7 +138,12 @@ func (d *DoubleBarrier) Leave(ctx context.Context) error {
 	}
 	r := d.round
 	d.round = nil
-	if err := d.leave(ctx, r); err != nil {
+	err := d.leave(ctx, r)
+	if errors.Is(err, errRoundGone) {
+		d.cleanup(ctx)
+		return nil
+	}
+	if err != nil {
 		d.cleanup(ctx)
 		return d.explain(ctx, err)
 	}
@@ -195,10 +205,11 @@ func (d *DoubleBarrier) lost(ctx context.Context) error {
 //
 // Our key range needs no guard: the id is ours alone, and no other call of
 // ours runs meanwhile. It may hold a registration whose answer we never
-// got (ctx ended while the transaction was in flight).
-func (d *DoubleBarrier) cleanup(ctx context.Context) {
+// got (ctx ended while the transaction was in flight). It reports whether
+// our key is gone.
+func (d *DoubleBarrier) cleanup(ctx context.Context) bool {
 	if !d.dirty {
-		return
+		return true
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
@@ -207,13 +218,13 @@ func (d *DoubleBarrier) cleanup(ctx context.Context) {
 		Then(clientv3.OpDelete(key, clientv3.WithRange(end)), clientv3.OpGet(d.keys.parties, clientv3.WithPrefix())).
 		Commit()
 	if err != nil {
-		return // the key goes with the session's lease
+		return false // the key goes with the session's lease, or with our next call
 	}
 	d.rev, d.dirty = 0, false
 	get := resp.Responses[1].GetResponseRange()
 	snap, err := d.keys.parse(resp.Header.Revision, nil, (*clientv3.GetResponse)(get))
 	if err != nil {
-		return
+		return true
 	}
 	for watcher, target := range snap.proxies {
 		if target != d.id {
@@ -225,4 +236,5 @@ func (d *DoubleBarrier) cleanup(ctx context.Context) {
 			Then(clientv3.OpDelete(proxy)).
 			Commit()
 	}
+	return true
 }

@@ -41,9 +41,15 @@ func (d *DoubleBarrier) leave(ctx context.Context, r *round) error {
 	}
 }
 
-// errClosed says the round closed while we were about to act on it: Leave
-// is over, successfully.
-var errClosed = errors.New("barrier: round closed")
+var (
+	// errClosed says the round closed while we were about to act on it:
+	// Leave is over, successfully.
+	errClosed = errors.New("barrier: round closed")
+
+	// errRoundGone says the ready key was deleted by someone else while our
+	// key is still there: nobody waits for us any more, but our key must go.
+	errRoundGone = errors.New("barrier: round deleted")
+)
 
 func (d *DoubleBarrier) leaveOnce(ctx context.Context, r *round, marked *bool) error {
 	err := d.leaveWatching(ctx, r, marked)
@@ -177,9 +183,7 @@ func (d *DoubleBarrier) guarded(ctx context.Context, r *round, cmps []clientv3.C
 		return nil, false, d.closedOrLostIn(ctx, r, snap)
 	}
 	if snap.round == nil || snap.round.rev != r.rev {
-		// Our key is there but the round is gone: someone deleted the
-		// ready key. Nobody waits for us any more.
-		return nil, false, errClosed
+		return nil, false, errRoundGone
 	}
 	return snap, false, nil
 }
