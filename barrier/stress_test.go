@@ -24,7 +24,7 @@ func stressRounds() int {
 	case testing.Short():
 		return 50
 	case raceEnabled:
-		return 150
+		return 100
 	}
 	return 500
 }
