@@ -126,7 +126,7 @@ func (b *Barrier) Wait(ctx context.Context) error {
 }
 
 func (b *Barrier) wait(ctx context.Context, found *int64) error {
-	w, err := arm(ctx, b.cli, b.key, clientv3.WithFilterPut())
+	w, err := arm(ctx, b.cli, nil, b.key, clientv3.WithFilterPut())
 	if err != nil {
 		return err
 	}

@@ -60,17 +60,23 @@ func TestDoubleBarrierWakeupsAndRPCs(t *testing.T) {
 		}
 		phase("Enter", func(d *barrier.DoubleBarrier) error { return d.Enter(ctx) })
 		phase("Leave", func(d *barrier.DoubleBarrier) error { return d.Leave(ctx) })
+		// The participant that opens a round and the one that closes it
+		// return without waiting for the events of their own writes, so
+		// those (up to 2) may be counted in the next round.
 		for i, rpc := range rpcs {
 			events := rpc.WatchEvents() - before[i]
 			total += events
-			if events > 3 {
-				t.Errorf("round %d: participant %d got %d watch events, want at most 3", round, i, events)
+			if events > 3+2 {
+				t.Errorf("round %d: participant %d got %d watch events, want at most 3 (+2 late from the previous round)", round, i, events)
 			}
 		}
 	}
 	streams := 0
 	for i, rpc := range rpcs {
 		streams += rpc.Calls("Watch")
+		if events := rpc.WatchEvents(); events > 3*rounds {
+			t.Errorf("participant %d: %d watch events in %d rounds, want at most %d", i, events, rounds, 3*rounds)
+		}
 		if got := rpc.KV(); got != rpc.Calls("Txn") {
 			t.Errorf("participant %d: %d KV calls but %d transactions: want transactions only", i, got, rpc.Calls("Txn"))
 		}

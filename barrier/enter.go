@@ -30,7 +30,7 @@ func (d *DoubleBarrier) enter(ctx context.Context) (*round, error) {
 func (d *DoubleBarrier) enterOnce(ctx context.Context) (*round, error) {
 	// Watch the ready key before anything else, so that no opening or
 	// closing can slip between what we read and what we watch.
-	w, err := arm(ctx, d.cli, d.keys.ready)
+	w, err := arm(ctx, d.cli, d.s.Done(), d.keys.ready)
 	if err != nil {
 		return nil, err
 	}

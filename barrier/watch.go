@@ -25,9 +25,10 @@ type armed struct {
 }
 
 // arm watches key (with opts, e.g. a range end or a filter) and returns once
-// the server has registered the watch. The watch asks for a leader, so that
-// a member cut off from the others ends it instead of going quiet.
-func arm(ctx context.Context, cli *clientv3.Client, key string, opts ...clientv3.OpOption) (*armed, error) {
+// the server has registered the watch, or with errSession if done closes
+// first. The watch asks for a leader, so that a member cut off from the
+// others ends it instead of going quiet.
+func arm(ctx context.Context, cli *clientv3.Client, done <-chan struct{}, key string, opts ...clientv3.OpOption) (*armed, error) {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	ch := cli.Watch(wctx, key, append(opts, clientv3.WithCreatedNotify())...)
 	select {
@@ -43,6 +44,9 @@ func arm(ctx context.Context, cli *clientv3.Client, key string, opts ...clientv3
 			return nil, errResync
 		}
 		return nil, fmt.Errorf("%w: %v", errResync, resp.Err())
+	case <-done:
+		cancel()
+		return nil, errSession
 	case <-ctx.Done():
 		cancel()
 		return nil, ctx.Err()
