@@ -128,7 +128,7 @@ func (e *Election) Campaign(ctx context.Context, value string) (*Term, error) {
 	if err := h.Err(); err != nil {
 		return nil, e.abandon(ctx, h, err)
 	}
-	return &Term{Handle: h, e: e, value: value}, nil
+	return &Term{Ownership: h, h: h, e: e, value: value}, nil
 }
 
 var errKeyGone = errors.New("election: candidate key deleted while waiting")

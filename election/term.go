@@ -17,8 +17,9 @@ import (
 // lockstep.Ownership; Token is the create revision of the leader key, which
 // grows from each term of an election to the next.
 type Term struct {
-	*own.Handle
-	e *Election
+	lockstep.Ownership // served by h
+	h                  *own.Handle
+	e                  *Election
 
 	mu       sync.Mutex
 	value    string
@@ -44,7 +45,7 @@ func (t *Term) Proclaim(ctx context.Context, value string) error {
 	if err := t.Err(); err != nil {
 		return fmt.Errorf("%w: %w", ErrNotLeader, err)
 	}
-	s := t.Session()
+	s := t.h.Session()
 	resp, err := s.Client().Txn(ctx).
 		If(t.IsOwner()).
 		Then(clientv3.OpPut(t.Key(), value, clientv3.WithLease(s.Lease()))).
@@ -56,7 +57,7 @@ func (t *Term) Proclaim(ctx context.Context, value string) error {
 		return fmt.Errorf("election: proclaim %s: %w", t.Key(), err)
 	}
 	if !resp.Succeeded {
-		t.End(fmt.Errorf("%w: key %s deleted", lockstep.ErrLost, t.Key()))
+		t.h.End(fmt.Errorf("%w: key %s deleted", lockstep.ErrLost, t.Key()))
 		return fmt.Errorf("%w: %w", ErrNotLeader, t.Err())
 	}
 	t.mu.Lock()
@@ -79,7 +80,7 @@ func (t *Term) Proclaim(ctx context.Context, value string) error {
 // deletes the key if it is ours, so a successor need not wait for the
 // lease to expire).
 func (t *Term) Resign(ctx context.Context) error {
-	err := t.Release(ctx)
+	err := t.h.Release(ctx)
 	switch {
 	case err == nil:
 		return nil
@@ -89,3 +90,6 @@ func (t *Term) Resign(ctx context.Context) error {
 		return fmt.Errorf("election: resign %s: %w", t.Key(), err)
 	}
 }
+
+// Session returns the session the term belongs to.
+func (t *Term) Session() *lockstep.Session { return t.h.Session() }

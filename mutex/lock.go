@@ -29,7 +29,9 @@ var _ lockstep.Ownership = (*Lock)(nil)
 // writes with IsOwner (etcd) or Token (anything else); see the package
 // documentation.
 type Lock struct {
-	*own.Handle
+	// Ownership is the contract, served by h.
+	lockstep.Ownership
+	h *own.Handle
 }
 
 // Unlock releases the lock in one round trip. The delete is guarded by the
@@ -45,12 +47,15 @@ type Lock struct {
 // etcd but its answer did not reach us). Any other error leaves the lock
 // held: call Unlock again, or close the session.
 func (l *Lock) Unlock(ctx context.Context) error {
-	err := l.Release(ctx)
+	err := l.h.Release(ctx)
 	if err == nil || ctx.Err() == nil {
 		return err
 	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
-	l.Release(cctx) // a no-op if the lock already ended
+	l.h.Release(cctx) // a no-op if the lock already ended
 	return err
 }
+
+// Session returns the session the lock belongs to.
+func (l *Lock) Session() *lockstep.Session { return l.h.Session() }

@@ -147,7 +147,7 @@ func (m *Mutex) held(ctx context.Context, h *own.Handle, waited bool) (*Lock, er
 	if err != nil {
 		return nil, m.abandon(ctx, h, fmt.Errorf("mutex: lock %s: %w", m.prefix, err))
 	}
-	return &Lock{Handle: h}, nil
+	return &Lock{Ownership: h, h: h}, nil
 }
 
 // place is where our key stands in the queue, as of one read.

@@ -251,7 +251,8 @@ func (d *dequeue) claim(ctx context.Context, e entry, seen int64) (*Item, *view,
 		attempts: int(kvs[0].Version - 1),
 	}
 	d.loc.retain()
-	it.Handle = own.New(q.s, claimKey, rev, rev+1, it.ended)
+	it.h = own.New(q.s, claimKey, rev, rev+1, it.ended)
+	it.Ownership = it.h
 	return it, nil, nil
 }
 

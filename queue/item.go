@@ -26,14 +26,15 @@ var _ lockstep.Ownership = (*Item)(nil)
 // Make the work idempotent (the ID identifies the item across deliveries),
 // or fence it with IsOwner or Token.
 type Item struct {
-	*own.Handle
-	q        *Queue
-	loc      *local
-	id       string
-	key      string
-	value    string
-	priority int
-	attempts int
+	lockstep.Ownership // served by h
+	h                  *own.Handle
+	q                  *Queue
+	loc                *local
+	id                 string
+	key                string
+	value              string
+	priority           int
+	attempts           int
 
 	// removing is set while an Ack or a dead-letter Nack is in flight: if
 	// the claim ends then, the item is gone rather than free again.
@@ -66,7 +67,7 @@ func (it *Item) Attempts() int { return it.attempts }
 // a retry is safe (it then returns ErrClaimLost if the first had).
 func (it *Item) Ack(ctx context.Context) error {
 	it.removing.Store(true)
-	err := it.Release(ctx, clientv3.OpDelete(it.key))
+	err := it.h.Release(ctx, clientv3.OpDelete(it.key))
 	if err != nil {
 		it.removing.Store(false)
 		it.loc.wake() // if the item is free again, local waiters look
@@ -81,10 +82,10 @@ func (it *Item) Ack(ctx context.Context) error {
 func (it *Item) Nack(ctx context.Context) error {
 	q := it.q
 	if q.dead == nil || it.attempts < q.maxAttempts {
-		return it.claimErr("nack", it.Release(ctx))
+		return it.claimErr("nack", it.h.Release(ctx))
 	}
 	it.removing.Store(true)
-	err := it.Release(ctx, clientv3.OpDelete(it.key), clientv3.OpPut(q.dead.items+it.id, it.value))
+	err := it.h.Release(ctx, clientv3.OpDelete(it.key), clientv3.OpPut(q.dead.items+it.id, it.value))
 	if err != nil {
 		it.removing.Store(false)
 		it.loc.wake()
@@ -111,3 +112,6 @@ func (it *Item) claimErr(op string, err error) error {
 	}
 	return fmt.Errorf("queue: %s item %s: %w", op, it.id, err)
 }
+
+// Session returns the session the claim belongs to.
+func (it *Item) Session() *lockstep.Session { return it.h.Session() }

@@ -14,7 +14,8 @@ var _ lockstep.Ownership = (*Permit)(nil)
 // (released, session lost or closed, key deleted by someone else); Token is
 // the create revision of the permit's key; IsOwner fences writes to etcd.
 type Permit struct {
-	*own.Handle
+	lockstep.Ownership // served by h
+	h                  *own.Handle
 }
 
 // Release gives the permit back in one transaction guarded by the permit's
@@ -23,5 +24,8 @@ type Permit struct {
 // returns the reason it was lost. If the call fails (ctx ended, server
 // unreachable) the permit is unchanged and Release can be retried.
 func (p *Permit) Release(ctx context.Context) error {
-	return p.Handle.Release(ctx)
+	return p.h.Release(ctx)
 }
+
+// Session returns the session the permit belongs to.
+func (p *Permit) Session() *lockstep.Session { return p.h.Session() }

@@ -136,7 +136,8 @@ func (m *Semaphore) Holders(ctx context.Context) ([]Holder, error) {
 // newPermit starts tracking a permit whose key was created at rev; fromRev
 // is the first revision the caller has not seen.
 func (m *Semaphore) newPermit(key string, rev, fromRev int64) *Permit {
-	return &Permit{Handle: own.New(m.s, key, rev, fromRev, nil)}
+	h := own.New(m.s, key, rev, fromRev, nil)
+	return &Permit{Ownership: h, h: h}
 }
 
 // cleanup removes the key of an acquisition that did not succeed, guarded
