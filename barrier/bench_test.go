@@ -3,18 +3,17 @@ package barrier_test
 import (
 	"context"
 	"fmt"
-	"slices"
 	"sync"
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	recipe "go.etcd.io/etcd/client/v3/experimental/recipes"
 
 	"github.com/lockstep-go/lockstep"
 	"github.com/lockstep-go/lockstep/barrier"
 	"github.com/lockstep-go/lockstep/embedded"
+	"github.com/lockstep-go/lockstep/internal/testutil"
 )
 
 // BenchmarkDoubleBarrier measures rounds per second of n participants going
@@ -53,7 +52,7 @@ func BenchmarkDoubleBarrier(b *testing.B) {
 		b.Run(fmt.Sprintf("etcd-recipe/n=%d", n), func(b *testing.B) {
 			ss := make([]*concurrency.Session, n)
 			for i := range ss {
-				cli := benchClient(b, srv)
+				cli := testutil.BenchClient(b, srv)
 				s, err := concurrency.NewSession(cli)
 				if err != nil {
 					b.Fatal(err)
@@ -102,25 +101,13 @@ func runRounds(b *testing.B, n int, round func(i, round int) error) {
 	for err := range errs {
 		b.Fatal(err)
 	}
-	slices.Sort(times)
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "rounds/s")
-	b.ReportMetric(float64(times[len(times)/2].Microseconds())/1000, "p50-ms")
-	b.ReportMetric(float64(times[len(times)*99/100].Microseconds())/1000, "p99-ms")
-}
-
-func benchClient(b *testing.B, srv *embedded.Server) *clientv3.Client {
-	b.Helper()
-	cli, err := clientv3.New(srv.ClientConfig())
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { cli.Close() })
-	return cli
+	testutil.ReportLatency(b, "", times)
 }
 
 func benchSession(b *testing.B, ctx context.Context, srv *embedded.Server) *lockstep.Session {
 	b.Helper()
-	s, err := lockstep.NewSession(ctx, benchClient(b, srv))
+	s, err := lockstep.NewSession(ctx, testutil.BenchClient(b, srv))
 	if err != nil {
 		b.Fatal(err)
 	}

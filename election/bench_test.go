@@ -3,7 +3,6 @@ package election_test
 import (
 	"context"
 	"fmt"
-	"slices"
 	"testing"
 	"time"
 
@@ -12,26 +11,14 @@ import (
 
 	"github.com/lockstep-go/lockstep"
 	"github.com/lockstep-go/lockstep/election"
-	"github.com/lockstep-go/lockstep/embedded"
+	"github.com/lockstep-go/lockstep/internal/testutil"
 )
 
-// benchClient starts an embedded server with fsync for one benchmark and
-// its sub-benchmarks, so that lockstep and etcd are measured side by side
-// on the same server.
+// benchClient is a client of a fresh fsync-enabled server for one
+// benchmark and its sub-benchmarks.
 func benchClient(b *testing.B) *clientv3.Client {
 	b.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	srv, err := embedded.Start(ctx)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { srv.Close() })
-	cli, err := srv.Client()
-	if err != nil {
-		b.Fatal(err)
-	}
-	return cli
+	return testutil.BenchClient(b, testutil.FsyncServer(b))
 }
 
 // candidate is one session's candidacy, in either implementation.
@@ -174,13 +161,6 @@ func benchHandoff(b *testing.B, cli *clientv3.Client, leader, waiter candidate, 
 }
 
 func reportLatency(b *testing.B, lat []time.Duration) {
-	slices.Sort(lat)
-	var sum time.Duration
-	for _, d := range lat {
-		sum += d
-	}
-	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-	b.ReportMetric(float64(sum)/float64(len(lat)), "ns/op")
-	b.ReportMetric(ms(lat[len(lat)/2]), "p50-ms")
-	b.ReportMetric(ms(lat[(len(lat)*99)/100]), "p99-ms")
+	b.ReportMetric(float64(testutil.Mean(lat)), "ns/op")
+	testutil.ReportLatency(b, "", lat)
 }

@@ -3,14 +3,13 @@ package leaderjob_test
 import (
 	"context"
 	"fmt"
-	"slices"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/lockstep-go/lockstep/election"
-	"github.com/lockstep-go/lockstep/embedded"
+	"github.com/lockstep-go/lockstep/internal/testutil"
 	"github.com/lockstep-go/lockstep/leaderjob"
 )
 
@@ -19,17 +18,7 @@ import (
 // start of the other runner's job. ns/op is the mean; p50-ms and p99-ms
 // its percentiles.
 func BenchmarkHandover(b *testing.B) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	srv, err := embedded.Start(ctx)
-	cancel()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer srv.Close()
-	cli, err := srv.Client()
-	if err != nil {
-		b.Fatal(err)
-	}
+	cli := testutil.BenchClient(b, testutil.FsyncServer(b))
 	const (
 		prefix = "/bench/handover"
 		// How long the standby has been queued when the leader stops; a
@@ -86,13 +75,6 @@ func BenchmarkHandover(b *testing.B) {
 	leader.cancel()
 	<-leader.done
 
-	slices.Sort(lat)
-	var sum time.Duration
-	for _, d := range lat {
-		sum += d
-	}
-	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-	b.ReportMetric(float64(sum)/float64(len(lat)), "ns/op")
-	b.ReportMetric(ms(lat[len(lat)/2]), "p50-ms")
-	b.ReportMetric(ms(lat[len(lat)*99/100]), "p99-ms")
+	b.ReportMetric(float64(testutil.Mean(lat)), "ns/op")
+	testutil.ReportLatency(b, "", lat)
 }

@@ -3,17 +3,16 @@ package mutex_test
 import (
 	"context"
 	"fmt"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/lockstep-go/lockstep"
 	"github.com/lockstep-go/lockstep/embedded"
+	"github.com/lockstep-go/lockstep/internal/testutil"
 	"github.com/lockstep-go/lockstep/mutex"
 )
 
@@ -53,7 +52,7 @@ var implementations = []struct {
 	make func(b *testing.B, srv *embedded.Server, prefix string) locker
 }{
 	{"lockstep", func(b *testing.B, srv *embedded.Server, prefix string) locker {
-		cli := benchClient(b, srv)
+		cli := testutil.BenchClient(b, srv)
 		s, err := lockstep.NewSession(context.Background(), cli)
 		if err != nil {
 			b.Fatal(err)
@@ -66,7 +65,7 @@ var implementations = []struct {
 		return &ours{m: m}
 	}},
 	{"etcd", func(b *testing.B, srv *embedded.Server, prefix string) locker {
-		s, err := concurrency.NewSession(benchClient(b, srv))
+		s, err := concurrency.NewSession(testutil.BenchClient(b, srv))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -75,32 +74,10 @@ var implementations = []struct {
 	}},
 }
 
-func benchServer(b *testing.B) *embedded.Server {
-	b.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	srv, err := embedded.Start(ctx) // with fsync, as in production
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { srv.Close() })
-	return srv
-}
-
-func benchClient(b *testing.B, srv *embedded.Server) *clientv3.Client {
-	b.Helper()
-	cli, err := clientv3.New(srv.ClientConfig())
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { cli.Close() })
-	return cli
-}
-
 // BenchmarkUncontended measures Lock followed by Unlock with nobody else
 // around.
 func BenchmarkUncontended(b *testing.B) {
-	srv := benchServer(b)
+	srv := testutil.FsyncServer(b)
 	for i, impl := range implementations {
 		b.Run(impl.name, func(b *testing.B) {
 			c := impl.make(b, srv, fmt.Sprintf("/bench/uncontended-%d", i))
@@ -118,7 +95,7 @@ func BenchmarkUncontended(b *testing.B) {
 				samples = append(samples, time.Since(start))
 			}
 			b.StopTimer()
-			report(b, samples)
+			testutil.ReportLatency(b, "", samples)
 		})
 	}
 }
@@ -128,7 +105,7 @@ func BenchmarkUncontended(b *testing.B) {
 // is one handoff.
 func BenchmarkHandoff(b *testing.B) {
 	const contenders = 8
-	srv := benchServer(b)
+	srv := testutil.FsyncServer(b)
 	for i, impl := range implementations {
 		b.Run(impl.name, func(b *testing.B) {
 			prefix := fmt.Sprintf("/bench/handoff-%d", i)
@@ -181,21 +158,7 @@ func BenchmarkHandoff(b *testing.B) {
 			for err := range errs {
 				b.Fatal(err)
 			}
-			report(b, samples)
+			testutil.ReportLatency(b, "", samples)
 		})
 	}
-}
-
-// report adds the median and 99th percentile of samples, in milliseconds.
-func report(b *testing.B, samples []time.Duration) {
-	if len(samples) == 0 {
-		return
-	}
-	slices.Sort(samples)
-	at := func(p float64) float64 {
-		i := min(len(samples)-1, int(p*float64(len(samples))))
-		return float64(samples[i]) / float64(time.Millisecond)
-	}
-	b.ReportMetric(at(0.50), "p50-ms")
-	b.ReportMetric(at(0.99), "p99-ms")
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/lockstep-go/lockstep"
 	"github.com/lockstep-go/lockstep/embedded"
+	"github.com/lockstep-go/lockstep/internal/testutil"
 	"github.com/lockstep-go/lockstep/semaphore"
 )
 
@@ -128,8 +129,7 @@ func benchContended(b *testing.B, ctx context.Context, bs *benchServer, newSem f
 		b.Fatal(*err)
 	}
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "acquires/s")
-	b.ReportMetric(ms(percentile(waits, 50)), "wait-p50-ms")
-	b.ReportMetric(ms(percentile(waits, 99)), "wait-p99-ms")
+	testutil.ReportLatency(b, "wait-", waits)
 	b.ReportMetric(float64(rpc.events.Load())/float64(b.N), "watch-events/op")
 }
 
@@ -212,8 +212,7 @@ func benchWakeups(b *testing.B, ctx context.Context, bs *benchServer, newSem fun
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(events)/float64(b.N*waiters), "wakeups/release")
-	b.ReportMetric(ms(percentile(handoffs, 50)), "handoff-p50-ms")
-	b.ReportMetric(ms(percentile(handoffs, 99)), "handoff-p99-ms")
+	testutil.ReportLatency(b, "handoff-", handoffs)
 }
 
 // benchSem is what the benchmark needs of a semaphore.
@@ -394,14 +393,3 @@ func waitCount(ctx context.Context, cli *clientv3.Client, prefix string, n int) 
 		}
 	}
 }
-
-func percentile(ds []time.Duration, p int) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[(len(s)-1)*p/100]
-}
-
-func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
