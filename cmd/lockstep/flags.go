@@ -9,6 +9,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/lockstep-go/lockstep"
 )
 
 // cmdFlags is one command's flag set and help text. Flags may come before,
@@ -112,6 +114,9 @@ func fail(ctx context.Context, stderr io.Writer, name string, err error) int {
 		return 128 + int(sig)
 	}
 	fmt.Fprintf(stderr, "lockstep %s: %v\n", name, err)
+	if errors.Is(err, lockstep.ErrInvalidTTL) {
+		return exitUsage
+	}
 	return exitError
 }
 

@@ -107,6 +107,9 @@ type status struct {
 }
 
 func readStatus(ctx context.Context, cli *clientv3.Client, prefix string, maxKeys int64) (*status, error) {
+	// Key shapes first, from a keys-only read. Leases and values need a
+	// second read, which skips queue items: their values can be large and
+	// say nothing here. Both reads are at the same revision.
 	resp, err := cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithLimit(maxKeys))
 	if err != nil {
 		return nil, err
@@ -124,90 +127,108 @@ func readStatus(ctx context.Context, cli *clientv3.Client, prefix string, maxKey
 		}
 		g.kvs = append(g.kvs, kv)
 	}
+	shapes := map[string]shape{}
+	var full []string
 	for _, kv := range resp.Kvs {
-		kind, name, ok := classify(kv)
-		if !ok {
+		key := string(kv.Key)
+		sh, ok := shapeOf(key)
+		switch {
+		case !ok:
+			st.other++
+		case sh.item:
+			st.items[key] = kv.Version
+			add(sh.kind, sh.name, kv)
+		default:
+			shapes[key] = sh
+			full = append(full, key)
+		}
+	}
+	kvs, err := readKeys(ctx, cli, full, st.rev)
+	if err != nil {
+		return nil, err
+	}
+	for _, kv := range kvs {
+		sh := shapes[string(kv.Key)]
+		if !sh.fits(kv) {
 			st.other++
 			continue
 		}
-		add(kind, name, kv)
-		if kind == kindQueue && strings.HasPrefix(string(kv.Key), name+"/items/") {
-			st.items[string(kv.Key)] = kv.Version
-		}
+		st.values[string(kv.Key)] = kv.Value
+		add(sh.kind, sh.name, kv)
 	}
 	for _, g := range st.groups {
-		if err := st.readValues(ctx, cli, g); err != nil {
-			return nil, err
+		if g.kind == kindLock && slices.ContainsFunc(g.kvs, func(kv *mvccpb.KeyValue) bool { return len(kv.Value) > 0 }) {
+			g.kind = kindElection
 		}
 		for _, kv := range g.kvs {
-			if kv.Lease != 0 && len(st.ttl) < statusMaxLeases {
-				if _, ok := st.ttl[kv.Lease]; !ok {
-					st.ttl[kv.Lease] = leaseTTL(ctx, cli, kv.Lease)
-				}
+			if _, ok := st.ttl[kv.Lease]; !ok && kv.Lease != 0 && len(st.ttl) < statusMaxLeases {
+				st.ttl[kv.Lease] = leaseTTL(ctx, cli, kv.Lease)
 			}
 		}
 	}
 	return st, nil
 }
 
-// classify says which primitive's layout a key belongs to, and its name.
-func classify(kv *mvccpb.KeyValue) (kind groupKind, name string, ok bool) {
-	key, lease := string(kv.Key), fmt.Sprintf("%x", kv.Lease)
-	if m := queueRe.FindStringSubmatch(key); m != nil {
-		return kindQueue, m[1], true
-	}
-	if m := waiterRe.FindStringSubmatch(key); m != nil && m[3] == lease {
-		return kindQueue, m[1], true
-	}
-	if m := readyRe.FindStringSubmatch(key); m != nil && kv.Lease == 0 {
-		return kindBarrier, m[1], true
-	}
-	if m := partyRe.FindStringSubmatch(key); m != nil && kv.Lease != 0 {
-		return kindBarrier, m[1], true
-	}
-	if m := permitRe.FindStringSubmatch(key); m != nil && m[2] == lease {
-		return kindSemaphore, m[1], true
-	}
-	if m := leaseKeyRe.FindStringSubmatch(key); m != nil && m[2] == lease {
-		return kindLock, m[1], true
-	}
-	return 0, "", false
+// shape is what a key's name says about it.
+type shape struct {
+	kind   groupKind
+	name   string
+	item   bool   // a queue item: no lease, value not read
+	leased bool   // the key must have a lease
+	lease  string // the lease the key must have, in hex; "" for any
 }
 
-// readValues reads the values of g's keys where they say something: an
-// election's candidates, a semaphore's limit, a barrier's state. Queue
-// values (the items) are never read.
-func (st *status) readValues(ctx context.Context, cli *clientv3.Client, g *group) error {
-	if g.kind == kindQueue {
-		return nil
+// fits checks what the name promised against the key as read.
+func (sh shape) fits(kv *mvccpb.KeyValue) bool {
+	if sh.leased != (kv.Lease != 0) {
+		return false
 	}
-	ops := make([]clientv3.Op, len(g.kvs))
-	for i, kv := range g.kvs {
-		ops[i] = clientv3.OpGet(string(kv.Key), clientv3.WithRev(st.rev))
+	return sh.lease == "" || sh.lease == fmt.Sprintf("%x", kv.Lease)
+}
+
+// shapeOf says which primitive's layout a key's name belongs to.
+func shapeOf(key string) (shape, bool) {
+	if m := queueRe.FindStringSubmatch(key); m != nil {
+		return shape{kind: kindQueue, name: m[1], item: m[2] == "items", leased: m[2] == "claims"}, true
 	}
-	// One transaction per 100 keys: etcd's default limit is 128 operations.
-	for len(ops) > 0 {
-		n := min(len(ops), 100)
-		resp, err := cli.Txn(ctx).Then(ops[:n]...).Commit()
+	if m := waiterRe.FindStringSubmatch(key); m != nil {
+		return shape{kind: kindQueue, name: m[1], leased: true, lease: m[3]}, true
+	}
+	if m := readyRe.FindStringSubmatch(key); m != nil {
+		return shape{kind: kindBarrier, name: m[1]}, true
+	}
+	if m := partyRe.FindStringSubmatch(key); m != nil {
+		return shape{kind: kindBarrier, name: m[1], leased: true}, true
+	}
+	if m := permitRe.FindStringSubmatch(key); m != nil {
+		return shape{kind: kindSemaphore, name: m[1], leased: true, lease: m[2]}, true
+	}
+	if m := leaseKeyRe.FindStringSubmatch(key); m != nil {
+		return shape{kind: kindLock, name: m[1], leased: true, lease: m[2]}, true
+	}
+	return shape{}, false
+}
+
+// readKeys reads keys in full at rev, 100 to a transaction (etcd allows
+// 128 operations in one).
+func readKeys(ctx context.Context, cli *clientv3.Client, keys []string, rev int64) ([]*mvccpb.KeyValue, error) {
+	var kvs []*mvccpb.KeyValue
+	for len(keys) > 0 {
+		n := min(len(keys), 100)
+		ops := make([]clientv3.Op, n)
+		for i, k := range keys[:n] {
+			ops[i] = clientv3.OpGet(k, clientv3.WithRev(rev))
+		}
+		resp, err := cli.Txn(ctx).Then(ops...).Commit()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		for _, r := range resp.Responses {
-			for _, kv := range r.GetResponseRange().Kvs {
-				st.values[string(kv.Key)] = kv.Value
-			}
+			kvs = append(kvs, r.GetResponseRange().Kvs...)
 		}
-		ops = ops[n:]
+		keys = keys[n:]
 	}
-	if g.kind == kindLock {
-		for _, kv := range g.kvs {
-			if len(st.values[string(kv.Key)]) > 0 {
-				g.kind = kindElection
-				break
-			}
-		}
-	}
-	return nil
+	return kvs, nil
 }
 
 func leaseTTL(ctx context.Context, cli *clientv3.Client, lease int64) int64 {
