@@ -338,7 +338,7 @@ func (st *status) queueRows(g *group) []row {
 		}
 	}
 	rows := []row{{kind: "queue", name: g.name, role: "depth",
-		detail: fmt.Sprintf("%d items, %d being worked on; %d consumers waiting", items, len(claims), waiters)}}
+		detail: fmt.Sprintf("%s, %d being worked on; %s waiting", plural(items, "item"), len(claims), plural(waiters, "consumer"))}}
 	for _, kv := range claims {
 		id := strings.TrimPrefix(string(kv.Key), g.name+"/claims/")
 		prio, _ := strconv.ParseUint(id[:8], 16, 32)
@@ -418,9 +418,17 @@ func (st *status) print(w io.Writer) {
 		tw.Flush()
 	}
 	if st.other > 0 {
-		fmt.Fprintf(w, "\n%d other keys not recognised (gates, application data, ...)\n", st.other)
+		fmt.Fprintf(w, "\n%s not recognised (gates, application data, ...)\n", plural(st.other, "other key"))
 	}
 	if st.truncated {
 		fmt.Fprintln(w, "\nonly the first keys were read: narrow PREFIX or raise --max-keys")
 	}
+}
+
+// plural is "1 item", "2 items".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }

@@ -50,7 +50,7 @@ func TestStatusShowsWhoHoldsAndWaits(t *testing.T) {
 		`queue +` + regexp.QuoteMeta(q) + ` +depth .*3 items, 1 being worked on`,
 		`queue +` + regexp.QuoteMeta(q) + ` +worker .*priority 0, attempt 1`,
 		`barrier +` + regexp.QuoteMeta(bar) + ` +entered .*waiting for a round \(count 2\)`,
-		`1 other keys not recognised`,
+		`1 other key not recognised`,
 	} {
 		if !regexp.MustCompile(want).MatchString(r.stdout) {
 			t.Errorf("status lacks a line matching %s:\n%s", want, r.stdout)
