@@ -81,8 +81,9 @@ func (c child) run(interrupted context.Context, lost <-chan struct{}) childResul
 			return childResult{code: exitCode(err), stopped: stopped}
 		case <-lost:
 			lost = nil
-			// A signal to this process ends ownership too (the holder
-			// releases); then the child gets that signal, below.
+			// Ownership may end because this process got a signal
+			// (elect's term ends with it): the child then gets that
+			// signal, below, and was not stopped for a loss.
 			if interrupted.Err() == nil {
 				stopped = true
 				stop(syscall.SIGTERM)

@@ -24,21 +24,16 @@ type command struct {
 	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) int
 }
 
-// commands in the order lockstep --help lists them. Initialised in init
-// because help refers back to the table.
-var commands []command
-
-func init() {
-	commands = []command{
-		{"lock", "run a command while holding a lock (etcdctl lock compatible)", runLock},
-		{"elect", "run a command only while leader of an election; campaign again on loss", runElect},
-		{"sem", "run a command while holding one of N permits", runSem},
-		{"barrier", "hold, release and wait at a gate; line up N processes, round after round", runBarrier},
-		{"queue", "push to, pop from and count a durable priority work queue", runQueue},
-		{"status", "show who holds, leads and waits, and how deep the queues are", runStatus},
-		{"serve", "run an embedded etcd member in the foreground", runServe},
-		{"demo", "watch every recipe at work against an embedded etcd, in a few seconds", runDemo},
-	}
+// commands in the order lockstep --help lists them.
+var commands = []command{
+	{"lock", "run a command while holding a lock (etcdctl lock compatible)", runLock},
+	{"elect", "run a command only while leader of an election; campaign again on loss", runElect},
+	{"sem", "run a command while holding one of N permits", runSem},
+	{"barrier", "hold, release and wait at a gate; line up N processes, round after round", runBarrier},
+	{"queue", "push to, pop from and count a durable priority work queue", runQueue},
+	{"status", "show who holds, leads and waits, and how deep the queues are", runStatus},
+	{"serve", "run an embedded etcd member in the foreground", runServe},
+	{"demo", "watch every recipe at work against an embedded etcd, in a few seconds", runDemo},
 }
 
 // Exit codes. Codes a command chose (CMD's own) are passed through
@@ -148,10 +143,6 @@ func notifyContext() (context.Context, func()) {
 
 // signalOf returns the signal that cancelled ctx, if one did.
 func signalOf(ctx context.Context) (syscall.Signal, bool) {
-	var s signalled
-	if c, ok := context.Cause(ctx).(signalled); ok {
-		s = c
-		return s.sig, true
-	}
-	return 0, false
+	s, ok := context.Cause(ctx).(signalled)
+	return s.sig, ok
 }
