@@ -42,7 +42,7 @@ func TestElectRunsCommandOnlyWhileLeader(t *testing.T) {
 	if _, err := cli.Revoke(ctx, lease); err != nil {
 		t.Fatal(err)
 	}
-	b.waitErr(ctx, "lost")
+	b.waitErr(ctx, "CMD stopped (exit code 143)") // SIGTERM
 	if err := b.stdout.waitCount(ctx, "leader node-b", 2); err != nil {
 		t.Fatalf("node-b did not run CMD again: stdout %q, stderr %q", b.stdout, b.stderr)
 	}
