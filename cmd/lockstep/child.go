@@ -12,52 +12,91 @@ import (
 )
 
 // child runs a command while this process holds something (a lock, a
-// permit, leadership). If ownership ends first, the command gets SIGTERM,
-// then SIGKILL after grace.
+// permit, leadership, a queue claim). If ownership ends first, the command
+// gets SIGTERM, then SIGKILL after grace: it must not go on working once
+// someone else may hold what it needed.
 type child struct {
 	args   []string
-	env    []string // added to this process's environment
-	grace  time.Duration
+	env    []string  // added to this process's environment
+	stdin  io.Reader // nil: this process's stdin
 	stdout io.Writer
 	stderr io.Writer
+	grace  time.Duration
 }
 
 // childResult says how a child ended.
 type childResult struct {
-	code    int  // exit code, 128+signal if it was killed by a signal
+	code    int  // exit code, 128+signal if a signal killed it
 	stopped bool // we stopped it because ownership ended
 	err     error
 }
 
 // run starts the command and waits for it. lost is closed when ownership
-// ends; interrupted ends when this process is asked to stop, and the child
-// gets the same SIGTERM.
+// ends. When interrupted ends (this process got SIGINT or SIGTERM) the
+// child gets the same signal. Either way it is killed after the grace
+// period.
+//
+// The child runs in a process group of its own (on Linux) and signals go to
+// the whole group, so that a shell script's own children stop too; it is
+// also killed if this process dies.
 func (c child) run(interrupted context.Context, lost <-chan struct{}) childResult {
 	cmd := exec.Command(c.args[0], c.args[1:]...)
 	cmd.Env = append(os.Environ(), c.env...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, c.stdout, c.stderr
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = c.stdin, c.stdout, c.stderr
+	if cmd.Stdin == nil {
+		cmd.Stdin = os.Stdin
+	}
+	setProcAttr(cmd)
 	if err := cmd.Start(); err != nil {
-		return childResult{code: 127, err: fmt.Errorf("start %s: %w", c.args[0], err)}
+		code := exitNoRun
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
+			code = exitNoCmd
+		}
+		return childResult{code: code, err: fmt.Errorf("run %s: %w", c.args[0], err)}
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 
 	stopped := false
-	var kill <-chan time.Time
+	var (
+		kill  *time.Timer
+		killC <-chan time.Time
+	)
+	stop := func(sig syscall.Signal) {
+		signalChild(cmd.Process, sig)
+		if kill == nil {
+			kill = time.NewTimer(c.grace)
+			killC = kill.C
+		}
+	}
+	defer func() {
+		if kill != nil {
+			kill.Stop()
+		}
+	}()
+	intr := interrupted.Done()
 	for {
 		select {
 		case err := <-exited:
 			return childResult{code: exitCode(err), stopped: stopped}
 		case <-lost:
-			lost, stopped = nil, true
-			cmd.Process.Signal(syscall.SIGTERM)
-			kill = time.After(c.grace)
-		case <-interrupted.Done():
-			interrupted = context.Background() // forward once
-			cmd.Process.Signal(syscall.SIGTERM)
-			kill = time.After(c.grace)
-		case <-kill:
-			cmd.Process.Kill()
+			lost = nil
+			// Ownership may end because this process got a signal
+			// (elect's term ends with it): the child then gets that
+			// signal, below, and was not stopped for a loss.
+			if interrupted.Err() == nil {
+				stopped = true
+				stop(syscall.SIGTERM)
+			}
+		case <-intr:
+			intr = nil
+			sig := syscall.SIGTERM
+			if s, ok := signalOf(interrupted); ok {
+				sig = s
+			}
+			stop(sig)
+		case <-killC:
+			signalChild(cmd.Process, syscall.SIGKILL)
 		}
 	}
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"os"
 	"strings"
@@ -26,10 +25,17 @@ type connFlags struct {
 	ttl         time.Duration
 }
 
-func (c *connFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.endpoints, "endpoints", "", "comma-separated etcd client URLs (default $"+envEndpoints+", else "+defaultEndpoints+")")
-	fs.DurationVar(&c.dialTimeout, "dial-timeout", 5*time.Second, "give up connecting to etcd after this long")
-	fs.DurationVar(&c.ttl, "ttl", lockstep.DefaultTTL, "session TTL: what this process holds is released this long after it dies")
+// register adds --endpoints and --dial-timeout.
+func (c *connFlags) register(f *cmdFlags) {
+	f.StringVar(&c.endpoints, "endpoints", "", "comma-separated etcd client URLs (default $"+envEndpoints+", else "+defaultEndpoints+")")
+	f.DurationVar(&c.dialTimeout, "dial-timeout", 5*time.Second, "give up connecting to etcd after this long")
+}
+
+// registerSession adds the connection flags and --ttl, for commands that
+// hold something through a session.
+func (c *connFlags) registerSession(f *cmdFlags) {
+	c.register(f)
+	f.DurationVar(&c.ttl, "ttl", lockstep.DefaultTTL, "session TTL, whole seconds, at least 2s: what this process holds is released this long after it dies")
 }
 
 func (c *connFlags) endpointList() []string {
@@ -69,7 +75,8 @@ func (c *connFlags) client(ctx context.Context) (*clientv3.Client, error) {
 	return cli, nil
 }
 
-// session connects and opens a session with the --ttl flag.
+// session connects and opens a session with the --ttl flag. Close the
+// session, then the client.
 func (c *connFlags) session(ctx context.Context) (*clientv3.Client, *lockstep.Session, error) {
 	cli, err := c.client(ctx)
 	if err != nil {
@@ -83,4 +90,10 @@ func (c *connFlags) session(ctx context.Context) (*clientv3.Client, *lockstep.Se
 		return nil, nil, err
 	}
 	return cli, s, nil
+}
+
+// env is what CMD needs to reach the same etcd, for a nested lockstep or
+// etcdctl call.
+func (c *connFlags) env() []string {
+	return []string{envEndpoints + "=" + strings.Join(c.endpointList(), ",")}
 }

@@ -96,7 +96,18 @@ func (h *Handle) watch(ctx context.Context, fromRev int64) {
 		<-gone
 		h.end(h.s.Err())
 	case err := <-gone:
-		if err == nil && !h.deletedWhileReleasing() {
+		if err != nil {
+			// Gone gives up only when the client is closed. The session
+			// cannot renew its lease either and ends at its deadline:
+			// end with it, or Done would never close.
+			select {
+			case <-ctx.Done():
+			case <-h.s.Done():
+				h.end(h.s.Err())
+			}
+			return
+		}
+		if !h.deletedWhileReleasing() {
 			h.end(h.whyGone())
 		}
 	}

@@ -138,6 +138,22 @@ func TestHandleEndsWithSession(t *testing.T) {
 	}
 }
 
+// A client closed under a held key (a process shutting its client down, a
+// test simulating a crash) stops the watch for good; the handle still ends
+// when the session does.
+func TestHandleEndsWithSessionWhenClientClosed(t *testing.T) {
+	ctx := testutil.Context(t, 20*time.Second)
+	cli := testutil.ClientWith(t, testutil.Server(t).ClientConfig())
+	s := testutil.Session(t, cli, lockstep.WithTTL(2*time.Second))
+	h := claim(t, ctx, s, testutil.Prefix(t))
+	h.Done() // the watcher runs
+	cli.Close()
+	waitDone(t, ctx, h)
+	if !errors.Is(h.Err(), lockstep.ErrSessionLost) {
+		t.Fatalf("Err: got %v, want %v", h.Err(), lockstep.ErrSessionLost)
+	}
+}
+
 func TestReserveExcludesWithinProcess(t *testing.T) {
 	cli := testutil.Client(t)
 	ctx := testutil.Context(t, 10*time.Second)

@@ -1,0 +1,131 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/lockstep-go/lockstep"
+)
+
+// cmdFlags is one command's flag set and help text. Flags may come before,
+// between and after the positional arguments, up to a "--" that starts the
+// command to run (CMD), as in `lockstep sem NAME --limit 3 -- CMD`.
+type cmdFlags struct {
+	*flag.FlagSet
+	name     string // "lock", "barrier wait"
+	synopsis string // what follows "lockstep <name>" in the usage line
+	about    string // paragraphs printed under the usage line
+}
+
+func newFlags(name, synopsis, about string) *cmdFlags {
+	fs := flag.NewFlagSet("lockstep "+name, flag.ContinueOnError)
+	f := &cmdFlags{FlagSet: fs, name: name, synopsis: synopsis, about: about}
+	fs.Usage = func() {} // errors say where to find help; --help prints it to stdout
+	return f
+}
+
+// help prints the command's usage: synopsis, text, flags.
+func (f *cmdFlags) help(w io.Writer) {
+	fmt.Fprintf(w, "usage: lockstep %s %s\n\n%s\n", f.name, f.synopsis, strings.TrimSpace(f.about))
+	n := 0
+	f.VisitAll(func(*flag.Flag) { n++ })
+	if n > 0 {
+		fmt.Fprintln(w, "\nflags:")
+		f.SetOutput(w)
+		f.PrintDefaults()
+	}
+}
+
+// parse parses args. It returns the positional arguments, the command after
+// "--" (nil if there is none), and ok; when ok is false the caller exits
+// with code (0 after --help, exitUsage after an error, already reported).
+func (f *cmdFlags) parse(args []string, stdout, stderr io.Writer) (pos, cmd []string, code int, ok bool) {
+	if i := indexOf(args, "--"); i >= 0 {
+		args, cmd = args[:i], args[i+1:]
+		if cmd == nil {
+			cmd = []string{}
+		}
+	}
+	f.SetOutput(stderr)
+	for {
+		err := f.Parse(args)
+		if errors.Is(err, flag.ErrHelp) {
+			f.help(stdout)
+			return nil, nil, exitOK, false
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "run 'lockstep %s --help' for usage\n", f.name)
+			return nil, nil, exitUsage, false
+		}
+		if f.NArg() == 0 {
+			return pos, cmd, 0, true
+		}
+		pos = append(pos, f.Arg(0))
+		args = f.Args()[1:]
+	}
+}
+
+// usageError reports a bad invocation and returns exitUsage.
+func (f *cmdFlags) usageError(stderr io.Writer, format string, args ...any) int {
+	fmt.Fprintf(stderr, "lockstep %s: %s\nusage: lockstep %s %s\n", f.name, fmt.Sprintf(format, args...), f.name, f.synopsis)
+	return exitUsage
+}
+
+func indexOf(args []string, s string) int {
+	for i, a := range args {
+		if a == s {
+			return i
+		}
+	}
+	return -1
+}
+
+// waitFlags is --timeout, for commands that wait.
+type waitFlags struct{ timeout time.Duration }
+
+func (w *waitFlags) register(f *cmdFlags, what string) {
+	f.DurationVar(&w.timeout, "timeout", 0, "give up "+what+" after this long and exit 75 (0: wait as long as it takes)")
+}
+
+// context bounds ctx by the timeout, if there is one.
+func (w *waitFlags) context(ctx context.Context) (context.Context, context.CancelFunc) {
+	if w.timeout > 0 {
+		return context.WithTimeout(ctx, w.timeout)
+	}
+	return context.WithCancel(ctx)
+}
+
+// timedOut reports whether err is the timeout's doing rather than a signal's.
+func (w *waitFlags) timedOut(ctx context.Context, err error) bool {
+	return w.timeout > 0 && errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil
+}
+
+// fail reports a command's error and returns its exit code: 128+N if
+// signal N interrupted it, exitError otherwise.
+func fail(ctx context.Context, stderr io.Writer, name string, err error) int {
+	if sig, ok := signalOf(ctx); ok {
+		fmt.Fprintf(stderr, "lockstep %s: interrupted by %v\n", name, sig)
+		return 128 + int(sig)
+	}
+	fmt.Fprintf(stderr, "lockstep %s: %v\n", name, err)
+	if errors.Is(err, lockstep.ErrInvalidTTL) {
+		return exitUsage
+	}
+	return exitError
+}
+
+// hostID is what a process is called when it does not say: host-pid, as
+// leaderjob's default identity.
+func hostID() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		h = "host"
+	}
+	return fmt.Sprintf("%s-%d", h, os.Getpid())
+}

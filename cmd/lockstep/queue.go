@@ -1,0 +1,239 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/lockstep-go/lockstep/queue"
+)
+
+var queueCommands = []command{
+	{"push", "add VALUE to the queue NAME and print its ID", runQueuePush},
+	{"pop", "take the most urgent item: print it, or give it to CMD", runQueuePop},
+	{"len", "print how many items the queue NAME holds", runQueueLen},
+}
+
+func runQueue(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return runGroup(ctx, "queue", `
+A durable priority work queue: items stay in etcd until a consumer acks
+them; lower --priority values are served first, first in first out within
+a priority. A consumer that dies before its ack gives the item back, and
+it is delivered again with LOCKSTEP_ATTEMPTS one higher.
+`, queueCommands, args, stdout, stderr)
+}
+
+// maxEnvValue is the largest value pop also passes in LOCKSTEP_VALUE:
+// Linux refuses to start a process with a longer variable.
+const maxEnvValue = 64 << 10
+
+func runQueuePush(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	f := newFlags("queue push", "[flags] NAME VALUE", `
+Adds VALUE to the queue NAME and prints the item's ID. VALUE "-" reads the
+value from stdin. The item is durable: it stays until a consumer acks it.
+
+example:
+  lockstep queue push /queue/jobs "resize img-42" --priority -5
+`)
+	var conn connFlags
+	conn.registerSession(f)
+	prio := f.Int("priority", 0, "lower values are served first; negative values allowed")
+	pos, cmd, code, ok := f.parse(args, stdout, stderr)
+	if !ok {
+		return code
+	}
+	pos = append(pos, cmd...) // "--" lets a VALUE start with "-"
+	if len(pos) != 2 {
+		return f.usageError(stderr, "want NAME and VALUE, got %d arguments", len(pos))
+	}
+	name, value := pos[0], pos[1]
+	if value == "-" {
+		b, err := io.ReadAll(os.Stdin)
+		if err != nil {
+			return fail(ctx, stderr, f.name, fmt.Errorf("read stdin: %w", err))
+		}
+		value = string(b)
+	}
+	q, done, code, ok := openQueue(ctx, f, &conn, name, stderr)
+	if !ok {
+		return code
+	}
+	defer done()
+	id, err := q.Enqueue(ctx, value, queue.WithPriority(*prio))
+	if errors.Is(err, queue.ErrInvalidPriority) || errors.Is(err, queue.ErrTooLarge) {
+		return f.usageError(stderr, "%v", err)
+	}
+	if err != nil {
+		return fail(ctx, stderr, f.name, err)
+	}
+	fmt.Fprintln(stdout, id)
+	return exitOK
+}
+
+func runQueueLen(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	f := newFlags("queue len", "[flags] NAME", `
+Prints the number of items in the queue NAME that have not been acked,
+whether a consumer is working on them or not.
+`)
+	var conn connFlags
+	conn.registerSession(f)
+	pos, _, code, ok := f.parse(args, stdout, stderr)
+	if !ok {
+		return code
+	}
+	if len(pos) != 1 {
+		return f.usageError(stderr, "want one NAME, got %d arguments", len(pos))
+	}
+	q, done, code, ok := openQueue(ctx, f, &conn, pos[0], stderr)
+	if !ok {
+		return code
+	}
+	defer done()
+	n, err := q.Len(ctx)
+	if err != nil {
+		return fail(ctx, stderr, f.name, err)
+	}
+	fmt.Fprintln(stdout, n)
+	return exitOK
+}
+
+func runQueuePop(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	f := newFlags("queue pop", "[flags] NAME [-- CMD [ARG...]]", `
+Waits for the most urgent item of the queue NAME and claims it.
+
+Without CMD it prints the value and a newline, then acks the item (exit 0).
+If the value cannot be written the item is given back (nack).
+
+With CMD, the value is CMD's stdin, and CMD gets LOCKSTEP_VALUE (values up
+to 64 KiB), LOCKSTEP_ITEM_ID (the same on every delivery: use it to make
+the work idempotent), LOCKSTEP_ATTEMPTS (1 on the first delivery),
+LOCKSTEP_PRIORITY, LOCKSTEP_KEY and LOCKSTEP_TOKEN (the claim's), and
+LOCKSTEP_NAME. The item is acked if CMD exits 0 and given back for another
+delivery otherwise; lockstep exits with CMD's code. If the claim is lost
+while CMD runs (the session cannot renew its lease), CMD is stopped
+(SIGTERM, SIGKILL after --grace), the item will be delivered again, and
+lockstep exits 76.
+
+examples:
+  lockstep queue pop /queue/jobs
+  while lockstep queue pop /queue/jobs --timeout 10s -- sh -c './work "$LOCKSTEP_VALUE"'; do :; done
+`)
+	var conn connFlags
+	conn.registerSession(f)
+	var wait waitFlags
+	wait.register(f, "waiting for an item")
+	var hf holdFlags
+	hf.register(f)
+	deadLetter := f.String("dead-letter", "", "move an item delivered --max-attempts times without ack to this queue")
+	maxAttempts := f.Int("max-attempts", 5, "deliveries before an item goes to --dead-letter")
+	pos, cmd, code, ok := f.parse(args, stdout, stderr)
+	if !ok {
+		return code
+	}
+	if len(pos) != 1 {
+		return f.usageError(stderr, "want one NAME, got %d arguments", len(pos))
+	}
+	if cmd != nil && len(cmd) == 0 {
+		return f.usageError(stderr, "nothing to run after --")
+	}
+	name := pos[0]
+	var opts []queue.Option
+	if *deadLetter != "" {
+		opts = append(opts, queue.WithDeadLetter(*deadLetter, *maxAttempts))
+	}
+	q, done, code, ok := openQueue(ctx, f, &conn, name, stderr, opts...)
+	if !ok {
+		return code
+	}
+	defer done()
+
+	wctx, cancel := wait.context(ctx)
+	it, err := q.Dequeue(wctx)
+	cancel()
+	if wait.timedOut(ctx, err) {
+		fmt.Fprintf(stderr, "lockstep queue pop: %s: no item after %v\n", name, wait.timeout)
+		return exitBusy
+	}
+	if err != nil {
+		return fail(ctx, stderr, f.name, err)
+	}
+
+	if cmd == nil {
+		if _, err := fmt.Fprintln(stdout, it.Value()); err != nil {
+			finish(it.Nack, f.name, stderr)
+			return fail(ctx, stderr, f.name, fmt.Errorf("write the item: %w; given back", err))
+		}
+		return ackCode(finish(it.Ack, f.name, stderr))
+	}
+
+	env := append(ownershipEnv(name, it, it.Session()),
+		"LOCKSTEP_ITEM_ID="+it.ID(),
+		"LOCKSTEP_ATTEMPTS="+strconv.Itoa(it.Attempts()),
+		"LOCKSTEP_PRIORITY="+strconv.Itoa(it.Priority()))
+	if len(it.Value()) <= maxEnvValue {
+		env = append(env, "LOCKSTEP_VALUE="+it.Value())
+	}
+	env = append(env, conn.env()...)
+	res := child{args: cmd, env: env, stdin: strings.NewReader(it.Value()), stdout: stdout, stderr: stderr, grace: hf.grace}.run(ctx, it.Done())
+	if res.err != nil {
+		fmt.Fprintf(stderr, "lockstep queue pop: %v\n", res.err)
+	}
+	if res.stopped {
+		fmt.Fprintf(stderr, "lockstep queue pop: claim lost while CMD ran: %v (CMD exit code %d); the item will be delivered again\n", it.Err(), res.code)
+		return exitLost
+	}
+	if res.code != 0 {
+		finish(it.Nack, f.name, stderr)
+		return res.code
+	}
+	return ackCode(finish(it.Ack, f.name, stderr))
+}
+
+// ackCode is the exit code after an Ack: a lost claim means the item will
+// be delivered again, as when the claim is lost while CMD runs.
+func ackCode(err error) int {
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, queue.ErrClaimLost):
+		return exitLost
+	default:
+		return exitError
+	}
+}
+
+// openQueue connects, opens a session and the queue NAME. done closes them.
+func openQueue(ctx context.Context, f *cmdFlags, conn *connFlags, name string, stderr io.Writer, opts ...queue.Option) (q *queue.Queue, done func(), code int, ok bool) {
+	cli, s, err := conn.session(ctx)
+	if err != nil {
+		return nil, nil, fail(ctx, stderr, f.name, err), false
+	}
+	done = func() {
+		s.Close()
+		cli.Close()
+	}
+	q, err = queue.New(s, name, opts...)
+	if err != nil {
+		done()
+		return nil, nil, f.usageError(stderr, "%v", err), false
+	}
+	return q, done, 0, true
+}
+
+// finish acks or nacks under its own timeout, so that a signal does not
+// leave the item claimed until the lease expires; an error is reported.
+func finish(op func(context.Context) error, name string, stderr io.Writer) error {
+	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+	defer cancel()
+	err := op(ctx)
+	if errors.Is(err, queue.ErrClaimLost) {
+		fmt.Fprintf(stderr, "lockstep %s: %v; the item will be delivered again\n", name, err)
+	} else if err != nil {
+		fmt.Fprintf(stderr, "lockstep %s: %v\n", name, err)
+	}
+	return err
+}

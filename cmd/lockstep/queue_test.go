@@ -1,0 +1,95 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lockstep-go/lockstep/internal/testutil"
+)
+
+func TestQueuePushPopLen(t *testing.T) {
+	ctx := testutil.Context(t, 2*time.Minute)
+	q := testutil.Prefix(t)
+	wantLen := func(t *testing.T, want string) {
+		t.Helper()
+		r := invoke(t, ctx, "queue", "len", q)
+		r.wantCode(t, exitOK)
+		if got := strings.TrimSpace(r.stdout); got != want {
+			t.Fatalf("queue len: %q, want %q", got, want)
+		}
+	}
+	push := func(args ...string) {
+		t.Helper()
+		r := invoke(t, ctx, append([]string{"queue", "push", q}, args...)...)
+		r.wantCode(t, exitOK, args...)
+		if len(strings.TrimSpace(r.stdout)) != 33 { // <prio>/<seq>
+			t.Fatalf("push printed %q, want an item ID", r.stdout)
+		}
+	}
+	push("low", "--priority", "5")
+	push("first")
+	push("second")
+	push("--priority", "-1", "--", "-urgent") // "--": a value that starts with "-"
+	wantLen(t, "4")
+
+	pop := invoke(t, ctx, "queue", "pop", q)
+	pop.wantCode(t, exitOK)
+	if pop.stdout != "-urgent\n" {
+		t.Fatalf("pop: %q, want the most urgent item", pop.stdout)
+	}
+	wantLen(t, "3")
+
+	// CMD fails: the item is given back, in its place, and delivered again.
+	r := invoke(t, ctx, "queue", "pop", q, "--", "sh", "-c", `printf '%s|%s|%s|%s|' "$(cat)" "$LOCKSTEP_VALUE" "$LOCKSTEP_ATTEMPTS" "$LOCKSTEP_PRIORITY"; exit 3`)
+	r.wantCode(t, 3)
+	if r.stdout != "first|first|1|0|" {
+		t.Fatalf("CMD saw %q, want value on stdin and in LOCKSTEP_VALUE, attempt 1, priority 0", r.stdout)
+	}
+	wantLen(t, "3")
+	r = invoke(t, ctx, "queue", "pop", q, "--", "sh", "-c", `printf '%s|%s|%s' "$(cat)" "$LOCKSTEP_ATTEMPTS" "$LOCKSTEP_ITEM_ID"`)
+	r.wantCode(t, exitOK)
+	if !strings.HasPrefix(r.stdout, "first|2|") {
+		t.Fatalf("CMD saw %q, want the nacked item again, attempt 2", r.stdout)
+	}
+	wantLen(t, "2")
+
+	for _, want := range []string{"second", "low"} {
+		pop := invoke(t, ctx, "queue", "pop", q)
+		if pop.code != exitOK || pop.stdout != want+"\n" {
+			t.Fatalf("pop: exit code %d, %q; want 0, %q", pop.code, pop.stdout, want)
+		}
+	}
+	wantLen(t, "0")
+	invoke(t, ctx, "queue", "pop", "--timeout", "100ms", q).wantCode(t, exitBusy)
+
+	p := startCmd(t, built(t, "lockstep"), []string{"queue", "push", q, "-"}, env(t), []byte("from stdin"))
+	if code := p.wait(ctx); code != exitOK {
+		t.Fatalf("push -: exit code %d, stderr %q", code, p.stderr)
+	}
+	if pop := invoke(t, ctx, "queue", "pop", q); pop.stdout != "from stdin\n" {
+		t.Fatalf("pop after push -: %q", pop.stdout)
+	}
+}
+
+// A claim lost while CMD runs: CMD is stopped, lockstep exits with the lost
+// code and the item is delivered again.
+func TestQueuePopClaimLost(t *testing.T) {
+	ctx := testutil.Context(t, 2*time.Minute)
+	cli := testutil.Client(t)
+	q := testutil.Prefix(t)
+	invoke(t, ctx, "queue", "push", q, "job").wantCode(t, exitOK)
+	p := start(t, "queue", "pop", q, "--", "sh", "-c", script)
+	p.waitOut(ctx, "ready")
+	claim, _ := leaseOf(t, ctx, cli, q+"/claims")
+	if _, err := cli.Delete(ctx, claim); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.wait(ctx); code != exitLost || !strings.Contains(p.stdout.String(), "term") {
+		t.Fatalf("exit code %d, stdout %q, stderr %q; want %d and CMD stopped", code, p.stdout, p.stderr, exitLost)
+	}
+	r := invoke(t, ctx, "queue", "pop", q, "--", "sh", "-c", `echo "$LOCKSTEP_VALUE $LOCKSTEP_ATTEMPTS"`)
+	if r.code != exitOK || r.stdout != "job 2\n" {
+		t.Fatalf("redelivery: exit code %d, %q; want 0, \"job 2\"", r.code, r.stdout)
+	}
+}

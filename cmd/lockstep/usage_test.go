@@ -1,0 +1,79 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lockstep-go/lockstep/internal/testutil"
+)
+
+func TestUsage(t *testing.T) {
+	ctx := testutil.Context(t, 2*time.Minute)
+	tests := []struct {
+		name   string
+		args   []string
+		code   int
+		stdout []string // substrings
+		stderr []string
+	}{
+		{"no command", nil, exitUsage, []string{"usage: lockstep", "commands:"}, nil},
+		{"help lists commands, exit codes and variables", []string{"--help"}, exitOK,
+			[]string{"lock", "elect", "sem", "barrier", "queue", "status", "serve", "demo",
+				"75 ", "76 ", "CMD's", "LOCKSTEP_ENDPOINTS", "SIGTERM"}, nil},
+		{"unknown command", []string{"frobnicate"}, exitUsage, nil, []string{`unknown command "frobnicate"`}},
+		{"lock help", []string{"lock", "--help"}, exitOK, []string{"usage: lockstep lock", "-try", "-grace", "-ttl", "-endpoints", "LOCKSTEP_TOKEN"}, nil},
+		{"elect help", []string{"elect", "-h"}, exitOK, []string{"usage: lockstep elect", "-policy", "-id"}, nil},
+		{"sem help", []string{"sem", "--help"}, exitOK, []string{"-limit", "-try"}, nil},
+		{"barrier help", []string{"barrier", "--help"}, exitOK, []string{"hold", "release", "wait", "run", "enter", "leave"}, nil},
+		{"barrier run help", []string{"barrier", "run", "--help"}, exitOK, []string{"-count", "LOCKSTEP_ROUND"}, nil},
+		{"queue help", []string{"queue", "--help"}, exitOK, []string{"push", "pop", "len"}, nil},
+		{"queue pop help", []string{"queue", "pop", "--help"}, exitOK, []string{"LOCKSTEP_ATTEMPTS", "-timeout"}, nil},
+		{"status help", []string{"status", "--help"}, exitOK, []string{"cannot tell"}, nil},
+		{"demo help", []string{"demo", "--help"}, exitOK, []string{"usage: lockstep demo"}, nil},
+		{"serve help", []string{"serve", "--help"}, exitOK, nil, []string{"-data-dir"}},
+		{"lock without name", []string{"lock"}, exitUsage, nil, []string{"want one NAME"}},
+		{"unknown flag", []string{"lock", "/x", "--bogus"}, exitUsage, nil, []string{"-bogus", "lockstep lock --help"}},
+		{"sem without limit", []string{"sem", "/x", "--", "true"}, exitUsage, nil, []string{"--limit"}},
+		{"barrier run without count", []string{"barrier", "run", "/x", "--", "true"}, exitUsage, nil, []string{"--count"}},
+		{"barrier run without command", []string{"barrier", "run", "/x", "--count", "2"}, exitUsage, nil, []string{"CMD"}},
+		{"unknown barrier command", []string{"barrier", "open", "/x"}, exitUsage, nil, []string{`unknown command "open"`}},
+		{"queue push without value", []string{"queue", "push", "/q"}, exitUsage, nil, []string{"NAME and VALUE"}},
+		{"elect with a bad policy", []string{"elect", "/e", "--policy", "sometimes"}, exitUsage, nil, []string{"--policy"}},
+		{"prefix ending in a slash", []string{"lock", "/x/", "--", "true"}, exitUsage, nil, []string{"prefix"}},
+		{"ttl under the minimum", []string{"lock", "--ttl", "1s", "/x", "--", "true"}, exitUsage, nil, []string{"ttl"}},
+		{"etcd unreachable", []string{"lock", "--endpoints", "http://127.0.0.1:1", "--dial-timeout", "300ms", "/x", "--", "true"},
+			exitError, nil, []string{"does not answer"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := invoke(t, ctx, tt.args...)
+			r.wantCode(t, tt.code, tt.args...)
+			for _, s := range tt.stdout {
+				if !strings.Contains(r.stdout, s) {
+					t.Errorf("stdout lacks %q:\n%s", s, r.stdout)
+				}
+			}
+			for _, s := range tt.stderr {
+				if !strings.Contains(r.stderr, s) {
+					t.Errorf("stderr lacks %q:\n%s", s, r.stderr)
+				}
+			}
+		})
+	}
+}
+
+// --endpoints wins over LOCKSTEP_ENDPOINTS.
+func TestEndpointsFlagOverridesEnvironment(t *testing.T) {
+	ctx := testutil.Context(t, 2*time.Minute)
+	good := strings.Join(testutil.Server(t).Endpoints(), ",")
+	bad := append(env(t), envEndpoints+"=http://127.0.0.1:1")
+	p := startCmd(t, built(t, "lockstep"), []string{"queue", "len", "--endpoints", good, "--dial-timeout", "300ms", testutil.Prefix(t)}, bad, nil)
+	if code := p.wait(ctx); code != exitOK || strings.TrimSpace(p.stdout.String()) != "0" {
+		t.Fatalf("exit code %d, stdout %q, stderr %q; want 0, \"0\"", code, p.stdout, p.stderr)
+	}
+	p = startCmd(t, built(t, "lockstep"), []string{"queue", "len", "--dial-timeout", "300ms", testutil.Prefix(t)}, bad, nil)
+	if code := p.wait(ctx); code != exitError {
+		t.Fatalf("with only the bad variable: exit code %d, want %d", code, exitError)
+	}
+}
