@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 
-	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/lockstep-go/lockstep/internal/retry"
@@ -28,9 +27,12 @@ func (d *DoubleBarrier) enter(ctx context.Context) (*round, error) {
 }
 
 func (d *DoubleBarrier) enterOnce(ctx context.Context) (*round, error) {
-	// Watch the ready key before anything else, so that no opening or
-	// closing can slip between what we read and what we watch.
-	w, err := arm(ctx, d.cli, d.s.Done(), d.keys.ready)
+	// Watch the ready key before anything else, so that no opening can
+	// slip between what we read and what we watch. Only its creation
+	// matters here: its deletion when the round closes could otherwise
+	// still reach this watch after Enter returned, while its cancel is on
+	// the way, and cost every participant an event per round.
+	w, err := arm(ctx, d.cli, d.s.Done(), d.keys.ready, clientv3.WithFilterDelete())
 	if err != nil {
 		return nil, err
 	}
@@ -52,7 +54,7 @@ func (d *DoubleBarrier) enterOnce(ctx context.Context) (*round, error) {
 			}
 			// A round is open without us: wait for it to close, then
 			// register (or, if we are already registered, count again).
-			if err := d.awaitClose(ctx, w, snap); err != nil {
+			if err := d.awaitClose(ctx, snap); err != nil {
 				return nil, err
 			}
 			snap = nil
@@ -178,9 +180,6 @@ func (d *DoubleBarrier) awaitOpen(ctx context.Context, w *armed, seen int64) (*s
 			if ev.Kv.ModRevision <= seen {
 				continue // already in the snapshot
 			}
-			if ev.Type != mvccpb.PUT {
-				return nil, nil // closed again already: read afresh
-			}
 			r, err := decodeRound(ev.Kv)
 			if err != nil {
 				return nil, err
@@ -193,9 +192,23 @@ func (d *DoubleBarrier) awaitOpen(ctx context.Context, w *armed, seen int64) (*s
 // awaitClose waits for the round in snap to close, as a participant that is
 // not in it. The round's parties close it; but if they all die, nobody
 // will, so it also watches one of them and, when the last one is gone,
-// closes the round itself. w watches the ready key.
-func (d *DoubleBarrier) awaitClose(ctx context.Context, w *armed, snap *snapshot) error {
+// closes the round itself.
+func (d *DoubleBarrier) awaitClose(ctx context.Context, snap *snapshot) error {
 	r := snap.round
+	// Arriving while a round is open is the rare case: it gets its own
+	// watch for the ready key's deletion, and a read after that watch is
+	// registered, so that a close between snap and the watch is not missed.
+	w, err := arm(ctx, d.cli, d.s.Done(), d.keys.ready, clientv3.WithFilterPut())
+	if err != nil {
+		return err
+	}
+	defer w.cancel()
+	if snap, err = d.read(ctx); err != nil {
+		return err
+	}
+	if snap.round == nil || snap.round.rev != r.rev {
+		return nil
+	}
 	for {
 		var alive []member
 		for _, m := range r.roster {
