@@ -47,7 +47,7 @@ type env struct {
 	faultsMu sync.Mutex
 	faults   map[string]int
 	revoked  []revocation
-	unwell   []span // when faults were active, and a while after
+	unwell   []span // when faults were active
 	hist     *history
 
 	ops atomic.Int64 // primitive calls that returned

@@ -102,10 +102,32 @@ func (h *holding) ended(gone map[incarnation]change, end time.Duration) time.Dur
 	return at
 }
 
-// holdings is a workload's list of holdings, filled by its workers.
+// holdings is a workload's list of holdings, and of the calls that
+// failed to return one, filled by its workers.
 type holdings struct {
-	mu   sync.Mutex
-	list []*holding
+	mu     sync.Mutex
+	list   []*holding
+	failed []attempt
+}
+
+// attempt is a call that was to return an ownership and failed.
+type attempt struct {
+	worker    int
+	lease     clientv3.LeaseID
+	call, ret time.Duration
+	err       error
+}
+
+func (hs *holdings) fail(a attempt) {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	hs.failed = append(hs.failed, a)
+}
+
+func (hs *holdings) attempts() []attempt {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	return append([]attempt(nil), hs.failed...)
 }
 
 func (hs *holdings) add(h *holding) {

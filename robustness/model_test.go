@@ -167,3 +167,56 @@ func (r *ranks) holds(token int64) (string, bool) {
 	}
 	return "", false
 }
+
+// handoffLimit is how long an owner may go without learning that it owns
+// (its Lock or Acquire returning) while the cluster is healthy. A handoff
+// takes milliseconds; a waiter that misses its turn holds up everyone
+// behind it. Any fault excuses the time it is active and handoffSettle
+// after (a watch stream on a stopped or partitioned member resumes
+// elsewhere or catches up).
+const (
+	handoffLimit  = 1500 * time.Millisecond
+	handoffSettle = time.Second
+)
+
+// lateHandoffs reports the owners in r's replay that learned they owned
+// more than handoffLimit of healthy time after the observer saw them become
+// owners: the call that was to return the ownership returned it late, or
+// failed (ran out of time) although its session owned.
+func (e *env) lateHandoffs(what string, r *ranks, cs []change, hs []*holding, failed []attempt) []string {
+	seen := map[int64]time.Duration{}
+	lease := map[incarnation]clientv3.LeaseID{}
+	for _, c := range cs {
+		if _, ok := seen[c.rev]; !ok {
+			seen[c.rev] = c.seen
+		}
+		lease[incarnation{c.key, c.create}] = c.lease
+	}
+	handed := map[incarnation]time.Duration{}
+	for _, h := range hs {
+		handed[h.inc()] = h.ret
+	}
+	var out []string
+	for inc, rev := range r.held {
+		owned := seen[rev]
+		knew, ok := handed[inc]
+		how := "returned it"
+		if !ok {
+			// A call of its session that was waiting then and failed.
+			for _, a := range failed {
+				if a.lease == lease[inc] && a.call <= owned && owned <= a.ret {
+					knew, ok, how = a.ret, true, fmt.Sprintf("(called at %v) gave up (%v)", a.call.Round(time.Millisecond), a.err)
+				}
+			}
+		}
+		if !ok {
+			continue
+		}
+		if healthy := e.healthy(owned, knew, handoffSettle); healthy > handoffLimit {
+			out = append(out, fmt.Sprintf("late handoff: %s %s became owner at revision %d (seen at %v); the call waiting for it %s at %v, %v of it with no fault active or just healed (faults: %s)",
+				what, inc.key, rev, owned.Round(time.Millisecond), how, knew.Round(time.Millisecond), healthy.Round(time.Millisecond), e.faultsIn(owned-handoffSettle, knew)))
+		}
+	}
+	slices.Sort(out)
+	return out
+}

@@ -59,7 +59,7 @@ func TestRobustMutex(t *testing.T) {
 	if err != nil {
 		violations = append(violations, err.Error())
 	}
-	v, notes := e.checkMutex(cs, hs.all(), name, counter)
+	v, notes := e.checkMutex(cs, hs.all(), hs.attempts(), name, counter)
 	violations = append(violations, v...)
 	violations = append(violations, e.hangReports()...)
 	e.report(t, "mutex", notes, violations)
@@ -91,6 +91,8 @@ func (e *env) mutexWorker(ctx context.Context, w *worker, reg *leases, name, cou
 		cancel()
 		e.op()
 		if err != nil {
+			e.stalled(me+": Lock", call, ret, err)
+			out.fail(attempt{w.id, s.Lease(), call, ret, err})
 			x.failed(err)
 			continue
 		}
@@ -136,7 +138,7 @@ func (e *env) increment(ctx context.Context, w *worker, l *mutex.Lock, h *holdin
 	}
 }
 
-func (e *env) checkMutex(cs []change, hs []*holding, name, counter string) (violations []string, notes string) {
+func (e *env) checkMutex(cs []change, hs []*holding, failed []attempt, name, counter string) (violations []string, notes string) {
 	bad := func(format string, args ...any) { violations = append(violations, fmt.Sprintf(format, args...)) }
 	lock := newRanks(name+"/", 1)
 	created := map[incarnation]bool{}
@@ -204,6 +206,7 @@ func (e *env) checkMutex(cs []change, hs []*holding, name, counter string) (viol
 	}
 	end := e.now()
 	violations = append(violations, lateEnds(real, revoked, gone, end)...)
+	violations = append(violations, e.lateHandoffs("lock", lock, cs, hs, failed)...)
 	verdict := "linearizable"
 	if v, ok := linearizable("mutex", permitModel(1), permitOps(real, revoked, gone, end)); v != "" {
 		bad("%s", v)

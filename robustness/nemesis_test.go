@@ -47,7 +47,7 @@ func (e *env) nemesis(ctx context.Context, reg *leases) {
 		case <-time.After(pause):
 		}
 		kind := faultKinds[e.intn(len(faultKinds))]
-		i := e.faultBegins()
+		i := e.faultBegins(kind)
 		if e.inject(ctx, kind, reg) {
 			e.countFault(kind)
 		}

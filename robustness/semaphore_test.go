@@ -56,7 +56,7 @@ func TestRobustSemaphore(t *testing.T) {
 	if err != nil {
 		violations = append(violations, err.Error())
 	}
-	v, notes := e.checkSemaphore(cs, hs.all(), name, log)
+	v, notes := e.checkSemaphore(cs, hs.all(), hs.attempts(), name, log)
 	violations = append(violations, v...)
 	violations = append(violations, e.hangReports()...)
 	e.report(t, "semaphore", notes, violations)
@@ -89,6 +89,8 @@ func (e *env) semaphoreWorker(ctx context.Context, w *worker, reg *leases, name,
 		cancel()
 		e.op()
 		if err != nil {
+			e.stalled(me+": Acquire", call, ret, err)
+			out.fail(attempt{w.id, s.Lease(), call, ret, err})
 			x.failed(err)
 			continue
 		}
@@ -124,7 +126,7 @@ func (e *env) fencedPut(ctx context.Context, w *worker, h *holding, guard client
 	}
 }
 
-func (e *env) checkSemaphore(cs []change, hs []*holding, name, log string) (violations []string, notes string) {
+func (e *env) checkSemaphore(cs []change, hs []*holding, failed []attempt, name, log string) (violations []string, notes string) {
 	bad := func(format string, args ...any) { violations = append(violations, fmt.Sprintf(format, args...)) }
 	sem := newRanks(name+"/", semLimit)
 	created := map[incarnation]bool{}
@@ -180,6 +182,7 @@ func (e *env) checkSemaphore(cs []change, hs []*holding, name, log string) (viol
 	}
 	end := e.now()
 	violations = append(violations, lateEnds(real, revoked, gone, end)...)
+	violations = append(violations, e.lateHandoffs("permit", sem, cs, hs, failed)...)
 	verdict := "linearizable"
 	if v, ok := linearizable("semaphore", permitModel(semLimit), permitOps(real, revoked, gone, end)); v != "" {
 		bad("%s", v)
