@@ -202,9 +202,8 @@ func (e *env) stalled(what string, call, ret time.Duration, err error) {
 	e.progressMu.Lock()
 	defer e.progressMu.Unlock()
 	e.hangs = append(e.hangs, fmt.Sprintf("stall: %s called at %v ran out of time after %v, with a healthy cluster throughout: %v",
-		what, call.Round(time.Millisecond), (ret - call).Round(time.Millisecond), err))
+		what, call.Round(time.Millisecond), (ret-call).Round(time.Millisecond), err))
 }
-
 
 // faultsIn describes the faults active in [from, to], for a report.
 func (e *env) faultsIn(from, to time.Duration) string {
