@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -41,6 +42,7 @@ type env struct {
 	workers  []*worker
 	start    time.Time
 
+	seed  uint64
 	rngMu sync.Mutex
 	rng   *rand.Rand
 
@@ -95,6 +97,7 @@ func newEnv(t *testing.T, workers int) *env {
 		t:        t,
 		cluster:  c,
 		observer: obs,
+		seed:     s,
 		rng:      rand.New(rand.NewPCG(s, s>>1)),
 		faults:   map[string]int{},
 		progress: map[string]*tracker{},
@@ -304,6 +307,29 @@ func (e *env) runWorkers(ctx context.Context, reg *leases, work func(ctx context
 	for _, w := range e.workers {
 		wg.Go(func() { work(ctx, w) })
 	}
-	wg.Wait()
+	<-ctx.Done()
+	e.waitWorkers(&wg)
 	stop()
+}
+
+// waitWorkers waits for the workers to return once their ctx has ended.
+// They must, within a few bounded calls; one that does not is a hang, said
+// at once (a test stuck here would otherwise only be killed by -timeout).
+func (e *env) waitWorkers(wg *sync.WaitGroup) {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return
+	case <-time.After(hangWall):
+	}
+	msg := fmt.Sprintf("hang: workers still running %v after their ctx ended", hangWall)
+	fmt.Fprintf(os.Stderr, "%s: %s\n", e.t.Name(), msg)
+	e.progressMu.Lock()
+	e.hangs = append(e.hangs, msg)
+	e.progressMu.Unlock()
+	<-done
 }

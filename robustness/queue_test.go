@@ -73,7 +73,7 @@ func TestRobustQueue(t *testing.T) {
 	stopNemesis()
 	drained := e.drain(name)
 	stopDrain()
-	wg.Wait()
+	e.waitWorkers(&wg)
 	e.untrack(consumers)
 	stopWatchdog()
 	stopHistory()

@@ -20,6 +20,7 @@ type row struct {
 	faultKinds string
 	violations []string
 	notes      string
+	seed       uint64
 }
 
 var (
@@ -37,7 +38,7 @@ func (e *env) report(t *testing.T, workload, notes string, violations []string) 
 	t.Logf("%s: %d operations, faults: %s; %s", workload, e.ops.Load(), e.faultSummary(), notes)
 	summaryMu.Lock()
 	defer summaryMu.Unlock()
-	summary = append(summary, row{workload, e.ops.Load(), e.faultCount(), e.faultSummary(), violations, notes})
+	summary = append(summary, row{workload, e.ops.Load(), e.faultCount(), e.faultSummary(), violations, notes, e.seed})
 }
 
 func printSummary() {
@@ -48,9 +49,9 @@ func printSummary() {
 	}
 	fmt.Fprintf(os.Stdout, "\nrobustness summary (-robust.duration=%v per workload)\n", *duration)
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "workload\toperations\tfaults\tviolations\tfaults by kind")
+	fmt.Fprintln(tw, "workload\toperations\tfaults\tviolations\tseed\tfaults by kind")
 	for _, r := range summary {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\n", r.workload, r.ops, r.faults, len(r.violations), r.faultKinds)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\n", r.workload, r.ops, r.faults, len(r.violations), r.seed, r.faultKinds)
 	}
 	tw.Flush()
 	for _, r := range summary {
