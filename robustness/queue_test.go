@@ -71,7 +71,7 @@ func TestRobustQueue(t *testing.T) {
 	}
 	<-faults.Done()
 	stopNemesis()
-	drained := e.drain(name)
+	left := e.drain(name)
 	stopDrain()
 	e.waitWorkers(&wg)
 	e.untrack(consumers)
@@ -83,8 +83,8 @@ func TestRobustQueue(t *testing.T) {
 	if err != nil {
 		violations = append(violations, err.Error())
 	}
-	if !drained {
-		violations = append(violations, fmt.Sprintf("the queue was not drained %v after the faults stopped", drainTimeout))
+	if left != "" {
+		violations = append(violations, fmt.Sprintf("the queue was not drained %v after the faults stopped; left: %s", drainTimeout, left))
 	}
 	v, notes := e.checkQueue(cs, &rec, name)
 	violations = append(violations, v...)
@@ -218,21 +218,43 @@ func (e *env) consumer(ctx context.Context, w *worker, reg *leases, name, tracke
 			}
 			cancel()
 		}
+		if d.action != "crash" && d.relErr != nil && it.Err() == nil {
+			// An Ack or Nack that failed without saying the claim had
+			// ended may not have taken effect: the claim may live on
+			// with the session. Closing the session ends it.
+			x.close()
+		}
 	}
 }
 
-// drain waits until no item is left in the queue, or drainTimeout.
-func (e *env) drain(name string) bool {
+// dump lists the keys under prefix, for a report.
+func (e *env) dump(prefix string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	resp, err := e.observer.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return err.Error()
+	}
+	var parts []string
+	for _, kv := range resp.Kvs {
+		parts = append(parts, fmt.Sprintf("%s (created %d, lease %x)", kv.Key, kv.CreateRevision, kv.Lease))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// drain waits until no item is left in the queue. After drainTimeout it
+// gives up and returns what is left under the queue's prefix.
+func (e *env) drain(name string) (left string) {
 	ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 	defer cancel()
 	for {
 		resp, err := e.observer.Get(ctx, name+"/items/", clientv3.WithPrefix(), clientv3.WithCountOnly())
 		if err == nil && resp.Count == 0 {
-			return true
+			return ""
 		}
 		select {
 		case <-ctx.Done():
-			return false
+			return e.dump(name + "/")
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -359,7 +381,13 @@ func (e *env) checkQueue(cs []change, rec *queueRecords, name string) (violation
 	}
 	for value, ih := range items {
 		if ih.deleted == nil {
-			bad("item %s (%s) lost: never acked", ih.key, value)
+			var what []string
+			for _, d := range deliveries {
+				if d.value == value {
+					what = append(what, fmt.Sprintf("claim %d by worker %d: %q → %v (Done: %v)", d.token, d.worker, d.action, d.relErr, d.doneErr))
+				}
+			}
+			bad("item %s (%s) lost: never acked; deliveries: %s", ih.key, value, strings.Join(what, "; "))
 		}
 	}
 
