@@ -49,7 +49,7 @@ type env struct {
 	faultsMu sync.Mutex
 	faults   map[string]int
 	revoked  []revocation
-	unwell   []span // when faults were active
+	unwell   []span // when faults were active, or the probe found the cluster slow
 	hist     *history
 
 	ops atomic.Int64 // primitive calls that returned
