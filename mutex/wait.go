@@ -26,6 +26,13 @@ import (
 // key went first (a revoked lease, a delete by someone else), that event
 // arrived before the predecessor's on the same stream, so we do not mistake
 // the predecessor's delete for our turn.
+//
+// The member that serves the watches may be behind the one that served the
+// read: its current revision, where the watches start, is then older than
+// the read, and the watches deliver what the read already reflected. Key
+// names are reused (prefix/<lease>, each time a session locks again), so
+// those can be deletes of earlier incarnations of the predecessor's key or
+// of ours. Only deletes after the read count.
 func (m *Mutex) waitPred(ctx context.Context, h *own.Handle, at place) (place, error) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -59,8 +66,8 @@ func (m *Mutex) waitPred(ctx context.Context, h *own.Handle, at place) (place, e
 		select {
 		case resp, ok := <-pred:
 			switch {
-			case deleted(resp):
-				if mineDeleted(mine) {
+			case deletedAfter(resp, at.rev):
+				if mineDeleted(mine, at.rev) {
 					return place{}, m.lost(ctx, h)
 				}
 				if at.predIsOwner {
@@ -72,7 +79,7 @@ func (m *Mutex) waitPred(ctx context.Context, h *own.Handle, at place) (place, e
 			}
 		case resp, ok := <-mine:
 			switch {
-			case deleted(resp):
+			case deletedAfter(resp, at.rev):
 				return place{}, m.lost(ctx, h)
 			case !ok || resp.Err() != nil:
 				return m.reread(ctx, h)
@@ -114,16 +121,16 @@ func (m *Mutex) ended(h *own.Handle) error {
 	return fmt.Errorf("mutex: lock %s: %w", m.prefix, h.Err())
 }
 
-// mineDeleted reports whether a delete of our key is already waiting on
-// mine, without blocking.
-func mineDeleted(mine clientv3.WatchChan) bool {
+// mineDeleted reports whether a delete of our key after revision rev is
+// already waiting on mine, without blocking.
+func mineDeleted(mine clientv3.WatchChan, rev int64) bool {
 	for {
 		select {
 		case resp, ok := <-mine:
 			if !ok {
 				return false
 			}
-			if deleted(resp) {
+			if deletedAfter(resp, rev) {
 				return true
 			}
 		default:
@@ -132,9 +139,11 @@ func mineDeleted(mine clientv3.WatchChan) bool {
 	}
 }
 
-func deleted(resp clientv3.WatchResponse) bool {
+// deletedAfter reports whether resp has a delete after revision rev: one
+// that the read at rev did not reflect.
+func deletedAfter(resp clientv3.WatchResponse, rev int64) bool {
 	for _, ev := range resp.Events {
-		if ev.Type == mvccpb.DELETE {
+		if ev.Type == mvccpb.DELETE && ev.Kv.ModRevision > rev {
 			return true
 		}
 	}

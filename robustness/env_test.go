@@ -2,11 +2,14 @@ package robustness
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -39,12 +42,21 @@ type env struct {
 	workers  []*worker
 	start    time.Time
 
+	seed  uint64
 	rngMu sync.Mutex
 	rng   *rand.Rand
 
 	faultsMu sync.Mutex
 	faults   map[string]int
 	revoked  []revocation
+	unwell   []span // when faults were active, or the probe found the cluster slow
+	hist     *history
+
+	ops atomic.Int64 // primitive calls that returned
+
+	progressMu sync.Mutex
+	progress   map[string]*tracker
+	hangs      []string
 }
 
 // worker is one client process of a workload.
@@ -64,7 +76,7 @@ type revocation struct {
 func newEnv(t *testing.T, workers int) *env {
 	t.Helper()
 	ctx := testutil.Context(t, 2*time.Minute)
-	c, err := embedded.StartCluster(ctx, 3, embedded.WithoutFsync())
+	c, err := embedded.StartCluster(ctx, 3, embedded.WithoutFsync(), embedded.WithLogger(zap.NewNop()))
 	if err != nil {
 		t.Fatalf("start cluster: %v", err)
 	}
@@ -85,8 +97,10 @@ func newEnv(t *testing.T, workers int) *env {
 		t:        t,
 		cluster:  c,
 		observer: obs,
+		seed:     s,
 		rng:      rand.New(rand.NewPCG(s, s>>1)),
 		faults:   map[string]int{},
+		progress: map[string]*tracker{},
 		start:    time.Now(),
 	}
 	for i := range workers {
@@ -183,9 +197,12 @@ func (w *worker) session(ctx context.Context, reg *leases) (*lockstep.Session, e
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		time.Sleep(time.Duration(50*(attempt%10+1)) * time.Millisecond)
+		sleep(ctx, time.Duration(50*(attempt%10+1))*time.Millisecond)
 	}
 }
+
+// op counts one primitive call that returned, whatever its result.
+func (e *env) op() { e.ops.Add(1) }
 
 // leases is the set of live sessions, which the nemesis may revoke.
 type leases struct {
@@ -220,4 +237,99 @@ func (l *leases) pick(n int) (clientv3.LeaseID, bool) {
 		i--
 	}
 	return 0, false
+}
+
+// opTimeout bounds every call a worker makes: no call may hang the suite.
+const opTimeout = 5 * time.Second
+
+// bounded returns a context for one call: ended by ctx or after opTimeout.
+func bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, opTimeout)
+}
+
+// cleanupCtx is a bounded context for calls that must run after the
+// workload's ctx ended (releasing what a worker holds).
+func cleanupCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
+}
+
+// holdTime is how long a worker keeps what it acquired: mostly briefly,
+// sometimes long enough for a fault to catch it holding.
+func (e *env) holdTime() time.Duration {
+	if e.intn(50) == 0 {
+		return e.between(100*time.Millisecond, 800*time.Millisecond)
+	}
+	return e.between(0, 5*time.Millisecond)
+}
+
+// sessions is a worker's current session, replaced when it ends.
+type sessions struct {
+	w   *worker
+	reg *leases
+	s   *lockstep.Session
+}
+
+// get returns a live session, making a new one if the last one ended.
+// fresh reports a new session: whatever was built on the old one must be
+// built again.
+func (x *sessions) get(ctx context.Context) (s *lockstep.Session, fresh bool, err error) {
+	if x.s != nil && x.s.Err() == nil {
+		return x.s, false, nil
+	}
+	x.close()
+	if x.s, err = x.w.session(ctx, x.reg); err != nil {
+		return nil, false, err
+	}
+	return x.s, true, nil
+}
+
+// failed notes a call's error: one that says the lease is gone ends the
+// session here too (the session itself learns it at its next keepalive).
+func (x *sessions) failed(err error) {
+	if errors.Is(err, lockstep.ErrSessionLost) {
+		x.close()
+	}
+}
+
+// close closes the current session, which releases everything it owns.
+func (x *sessions) close() {
+	if x.s != nil {
+		x.s.Close()
+		x.s = nil
+	}
+}
+
+// runWorkers runs work once per worker, with the nemesis, until ctx ends
+// and every worker has returned, then heals the cluster.
+func (e *env) runWorkers(ctx context.Context, reg *leases, work func(ctx context.Context, w *worker)) {
+	stop := e.startNemesis(ctx, reg)
+	var wg sync.WaitGroup
+	for _, w := range e.workers {
+		wg.Go(func() { work(ctx, w) })
+	}
+	<-ctx.Done()
+	e.waitWorkers(&wg)
+	stop()
+}
+
+// waitWorkers waits for the workers to return once their ctx has ended.
+// They must, within a few bounded calls; one that does not is a hang, said
+// at once (a test stuck here would otherwise only be killed by -timeout).
+func (e *env) waitWorkers(wg *sync.WaitGroup) {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return
+	case <-time.After(hangWall):
+	}
+	msg := fmt.Sprintf("hang: workers still running %v after their ctx ended", hangWall)
+	fmt.Fprintf(os.Stderr, "%s: %s\n", e.t.Name(), msg)
+	e.progressMu.Lock()
+	e.hangs = append(e.hangs, msg)
+	e.progressMu.Unlock()
+	<-done
 }

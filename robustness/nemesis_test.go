@@ -20,19 +20,38 @@ var faultKinds = []string{
 	"revoke-lease",     // revoke a live session's lease from outside
 }
 
+// startNemesis runs the nemesis until ctx ends; stop waits for it to
+// have healed everything.
+func (e *env) startNemesis(ctx context.Context, reg *leases) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		e.nemesis(ctx, reg)
+	}()
+	return func() { <-done }
+}
+
 // nemesis injects random faults until ctx ends, then heals everything.
+// Now and then it leaves the cluster alone for a few seconds, so that the
+// workload runs on a healthy cluster too and a hang can be told from a
+// fault.
 func (e *env) nemesis(ctx context.Context, reg *leases) {
 	for {
 		pause := e.between(300*time.Millisecond, 1200*time.Millisecond)
+		if e.intn(4) == 0 {
+			pause = e.between(4*time.Second, 8*time.Second)
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(pause):
 		}
 		kind := faultKinds[e.intn(len(faultKinds))]
+		i := e.faultBegins(kind)
 		if e.inject(ctx, kind, reg) {
 			e.countFault(kind)
 		}
+		e.faultEnds(i)
 	}
 }
 
@@ -81,7 +100,16 @@ func (e *env) inject(ctx context.Context, kind string, reg *leases) bool {
 		if err != nil {
 			return false
 		}
-		if _, err := e.observer.Compact(cctx, resp.Header.Revision); err != nil {
+		// Not past what the history has read: the observer's watch must
+		// not lose events, only the workers' watches are the target.
+		rev := resp.Header.Revision
+		if e.hist != nil {
+			rev = min(rev, e.hist.progress())
+		}
+		if rev <= 1 {
+			return false
+		}
+		if _, err := e.observer.Compact(cctx, rev); err != nil {
 			return false
 		}
 	case "revoke-lease":

@@ -15,10 +15,12 @@ func TestMain(m *testing.M) { testutil.Main(m, printSummary) }
 // row is one workload's line in the summary.
 type row struct {
 	workload   string
-	ops        int
+	ops        int64
 	faults     int
 	faultKinds string
 	violations []string
+	notes      string
+	seed       uint64
 }
 
 var (
@@ -27,15 +29,16 @@ var (
 )
 
 // report records a workload's result and fails the test for each
-// violation.
-func (e *env) report(t *testing.T, workload string, ops int, violations []string) {
+// violation. notes says what the checkers saw (rounds, items, phantoms).
+func (e *env) report(t *testing.T, workload, notes string, violations []string) {
 	t.Helper()
 	for _, v := range violations {
 		t.Errorf("%s: %s", workload, v)
 	}
+	t.Logf("%s: %d operations, faults: %s; %s", workload, e.ops.Load(), e.faultSummary(), notes)
 	summaryMu.Lock()
 	defer summaryMu.Unlock()
-	summary = append(summary, row{workload, ops, e.faultCount(), e.faultSummary(), violations})
+	summary = append(summary, row{workload, e.ops.Load(), e.faultCount(), e.faultSummary(), violations, notes, e.seed})
 }
 
 func printSummary() {
@@ -46,9 +49,12 @@ func printSummary() {
 	}
 	fmt.Fprintf(os.Stdout, "\nrobustness summary (-robust.duration=%v per workload)\n", *duration)
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "workload\toperations\tfaults\tviolations\tfault kinds")
+	fmt.Fprintln(tw, "workload\toperations\tfaults\tviolations\tseed\tfaults by kind")
 	for _, r := range summary {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\n", r.workload, r.ops, r.faults, len(r.violations), r.faultKinds)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\n", r.workload, r.ops, r.faults, len(r.violations), r.seed, r.faultKinds)
 	}
 	tw.Flush()
+	for _, r := range summary {
+		fmt.Fprintf(os.Stdout, "%s: %s\n", r.workload, r.notes)
+	}
 }
