@@ -13,6 +13,7 @@ import (
 	"github.com/lockstep-go/lockstep"
 	"github.com/lockstep-go/lockstep/internal/keys"
 	"github.com/lockstep-go/lockstep/internal/own"
+	"github.com/lockstep-go/lockstep/internal/retry"
 )
 
 // cleanupTimeout bounds the deletes that run after the caller's context
@@ -207,19 +208,50 @@ func (m *Mutex) enqueue(ctx context.Context, release func()) (*own.Handle, place
 }
 
 // position reads, in one round trip, whether our key is still there, who
-// owns the mutex and which key was created just before ours.
+// owns the mutex and which key was created just before ours. A read that
+// fails for a reason that may pass (a member restarting, an election) is
+// retried with backoff until it succeeds or ctx, the place in the queue or
+// the client ends: a waiter keeps its place through a failover.
 func (m *Mutex) position(ctx context.Context, h *own.Handle) (place, error) {
-	resp, err := m.s.Client().Txn(ctx).Then(
-		clientv3.OpGet(m.key),
-		clientv3.OpGet(m.dir, clientv3.WithFirstCreate()...),
-		clientv3.OpGet(m.dir, append(clientv3.WithLastCreate(), clientv3.WithMaxCreateRev(h.Token()-1))...),
-	).Commit()
-	if err != nil {
-		if ctx.Err() != nil {
+	cli := m.s.Client()
+	for attempt := 0; ; attempt++ {
+		resp, err := cli.Txn(ctx).Then(
+			clientv3.OpGet(m.key),
+			clientv3.OpGet(m.dir, clientv3.WithFirstCreate()...),
+			clientv3.OpGet(m.dir, append(clientv3.WithLastCreate(), clientv3.WithMaxCreateRev(h.Token()-1))...),
+		).Commit()
+		switch {
+		case err == nil:
+			return m.placeIn(ctx, h, resp)
+		case ctx.Err() != nil:
 			return place{}, ctx.Err()
+		case cli.Ctx().Err() != nil:
+			return place{}, fmt.Errorf("mutex: lock %s: client closed: %w", m.prefix, cli.Ctx().Err())
+		case !retry.Transient(err):
+			return place{}, fmt.Errorf("mutex: read queue of %s: %w", m.prefix, err)
 		}
-		return place{}, fmt.Errorf("mutex: read queue of %s: %w", m.prefix, err)
+		if err := m.pause(ctx, h, attempt); err != nil {
+			return place{}, err
+		}
 	}
+}
+
+// pause waits before retry number attempt, or returns why waiting ended.
+func (m *Mutex) pause(ctx context.Context, h *own.Handle, attempt int) error {
+	t := time.NewTimer(retry.Delay(attempt))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-h.Done():
+		return m.ended(h)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// placeIn reads our place from position's answer.
+func (m *Mutex) placeIn(ctx context.Context, h *own.Handle, resp *clientv3.TxnResponse) (place, error) {
 	mine := resp.Responses[0].GetResponseRange().Kvs
 	if len(mine) == 0 || mine[0].CreateRevision != h.Token() {
 		// The handle's watch saw the delete too and finds out whether

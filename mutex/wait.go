@@ -8,7 +8,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/lockstep-go/lockstep/internal/own"
-	"github.com/lockstep-go/lockstep/internal/retry"
 )
 
 // waitPred waits until the key ahead of ours in at is gone and returns our
@@ -93,14 +92,11 @@ func (m *Mutex) waitPred(ctx context.Context, h *own.Handle, at place) (place, e
 }
 
 // reread recovers from a watch that ended on its own (the client closing,
-// the server cancelling it): after a short pause, it reads our place again
-// and the caller watches anew.
+// the server cancelling it, a member going away): after a short pause, it
+// reads our place again and the caller watches anew.
 func (m *Mutex) reread(ctx context.Context, h *own.Handle) (place, error) {
-	if err := retry.Sleep(ctx, 0); err != nil {
+	if err := m.pause(ctx, h, 0); err != nil {
 		return place{}, err
-	}
-	if err := m.s.Client().Ctx().Err(); err != nil {
-		return place{}, fmt.Errorf("mutex: lock %s: client closed: %w", m.prefix, err)
 	}
 	return m.position(ctx, h)
 }

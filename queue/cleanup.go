@@ -45,7 +45,7 @@ func (q *Queue) tryCleanup(ctx context.Context, c cleanupTxn) bool {
 			return true
 		case errors.Is(err, rpctypes.ErrLeaseNotFound):
 			return true // the lease is gone, and every key it held with it
-		case !transient(err):
+		case !retry.Transient(err):
 			return false
 		}
 		if retry.Sleep(ctx, attempt) != nil {

@@ -2,17 +2,12 @@ package queue
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
-	"github.com/lockstep-go/lockstep"
 	"github.com/lockstep-go/lockstep/internal/own"
 	"github.com/lockstep-go/lockstep/internal/retry"
 )
@@ -46,7 +41,7 @@ func (q *Queue) Dequeue(ctx context.Context) (*Item, error) {
 	v, err := d.read(ctx)
 	for attempt := 0; ; {
 		if err != nil {
-			if !transient(err) {
+			if !retry.Transient(err) {
 				return nil, err
 			}
 			if err := retry.Sleep(ctx, attempt); err != nil {
@@ -327,23 +322,4 @@ func (d *dequeue) close(ctx context.Context) {
 		cancel()
 	}
 	d.loc.release(d.q.localKey)
-}
-
-// transient reports whether a failed call is worth retrying: the cluster
-// is electing a leader, overloaded or slow, or the connection broke.
-func transient(err error) bool {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
-		errors.Is(err, lockstep.ErrSessionLost) || errors.Is(err, lockstep.ErrSessionClosed) {
-		return false
-	}
-	code := status.Code(err)
-	var ee rpctypes.EtcdError
-	if errors.As(err, &ee) {
-		code = ee.Code()
-	}
-	switch code {
-	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted, codes.Aborted:
-		return true
-	}
-	return false
 }

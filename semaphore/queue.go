@@ -12,6 +12,7 @@ import (
 
 	"github.com/lockstep-go/lockstep"
 	"github.com/lockstep-go/lockstep/internal/keys"
+	"github.com/lockstep-go/lockstep/internal/retry"
 )
 
 // The queue is the set of keys under prefix/, ordered by create revision.
@@ -76,7 +77,7 @@ func (m *Semaphore) enqueue(ctx context.Context) (*ticket, error) {
 			Commit()
 		if err != nil {
 			m.putOrphans(append(orphans, key))
-			if transient(err) && ctx.Err() == nil {
+			if retry.Transient(err) && ctx.Err() == nil {
 				if perr := m.pause(ctx, attempt); perr == nil {
 					attempt++
 					continue
@@ -117,7 +118,7 @@ func (t *ticket) read(ctx context.Context) (view, error) {
 			clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend),
 			clientv3.WithLimit(int64(t.m.limit)+2))
 		if err != nil {
-			if transient(err) && ctx.Err() == nil {
+			if retry.Transient(err) && ctx.Err() == nil {
 				if perr := t.m.pause(ctx, attempt); perr != nil {
 					return view{}, perr
 				}

@@ -2,17 +2,13 @@ package semaphore
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"strconv"
 	"sync"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/lockstep-go/lockstep"
 	"github.com/lockstep-go/lockstep/internal/keys"
@@ -198,16 +194,6 @@ func (m *Semaphore) putOrphans(o []string) {
 // sessionErr is the error for a session that ended while we waited.
 func (m *Semaphore) sessionErr() error {
 	return fmt.Errorf("semaphore: %w", m.s.Err())
-}
-
-// transient reports whether err is worth retrying: etcd reports leader
-// elections, timeouts and unreachable members as Unavailable.
-func transient(err error) bool {
-	var ee rpctypes.EtcdError
-	if errors.As(err, &ee) {
-		return ee.Code() == codes.Unavailable
-	}
-	return status.Code(err) == codes.Unavailable
 }
 
 // pause waits before retry number attempt, or returns why it cannot go on.

@@ -8,6 +8,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/lockstep-go/lockstep/internal/keys"
+	"github.com/lockstep-go/lockstep/internal/retry"
 )
 
 // How waiting works (docs/semaphore.md has the argument in full).
@@ -180,7 +181,7 @@ func (t *ticket) grant(ctx context.Context, touch bool, seen int64) (*Permit, er
 			Then(clientv3.OpPut(t.key, t.m.value, clientv3.WithLease(t.m.s.Lease()))).
 			Commit()
 		switch {
-		case err != nil && transient(err) && ctx.Err() == nil:
+		case err != nil && retry.Transient(err) && ctx.Err() == nil:
 			if perr := t.m.pause(ctx, attempt); perr != nil {
 				return nil, perr
 			}

@@ -3,11 +3,16 @@ package retry_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.uber.org/goleak"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
+	"github.com/lockstep-go/lockstep"
 	"github.com/lockstep-go/lockstep/internal/retry"
 )
 
@@ -36,5 +41,32 @@ func TestSleepStopsWithCtx(t *testing.T) {
 	}
 	if err := retry.Sleep(context.Background(), 0); err != nil {
 		t.Fatalf("Sleep: %v", err)
+	}
+}
+
+func TestTransient(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{nil, false},
+		{context.Canceled, false},
+		{fmt.Errorf("read: %w", context.DeadlineExceeded), false},
+		{fmt.Errorf("mutex: %w", lockstep.ErrSessionLost), false},
+		{lockstep.ErrSessionClosed, false},
+		{status.Error(codes.Unavailable, "error reading from server: EOF"), true},
+		{fmt.Errorf("read: %w", status.Error(codes.Unavailable, "connection refused")), true},
+		{rpctypes.ErrGRPCNoLeader, true},
+		{rpctypes.ErrNoLeader, true},
+		{rpctypes.ErrTimeout, true},
+		{rpctypes.ErrTooManyRequests, true},
+		{rpctypes.ErrGRPCPermissionDenied, false},
+		{rpctypes.ErrGRPCKeyNotFound, false},
+		{rpctypes.ErrGRPCLeaseNotFound, false},
+		{errors.New("something else"), false},
+	} {
+		if got := retry.Transient(tc.err); got != tc.want {
+			t.Errorf("Transient(%v) = %v, want %v", tc.err, got, tc.want)
+		}
 	}
 }
