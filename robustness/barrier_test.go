@@ -56,15 +56,9 @@ func TestRobustDoubleBarrier(t *testing.T) {
 	stopWatchdog()
 	stopHistory()
 
-	cs, err := hist.all()
-	var violations []string
-	if err != nil {
-		violations = append(violations, err.Error())
-	}
-	v, notes := checkBarrier(cs, name, log, barrierCount)
-	violations = append(violations, v...)
-	violations = append(violations, e.hangReports()...)
-	e.report(t, "double barrier", notes, violations)
+	e.judge(t, "double barrier", hist, func(cs []change) ([]string, string) {
+		return checkBarrier(cs, name, log, barrierCount)
+	})
 }
 
 func (e *env) barrierWorker(ctx context.Context, w *worker, reg *leases, name, log string) {

@@ -69,15 +69,9 @@ func TestRobustLeaderJob(t *testing.T) {
 	stopWatchdog()
 	stopHistory()
 
-	cs, err := hist.all()
-	var violations []string
-	if err != nil {
-		violations = append(violations, err.Error())
-	}
-	v, notes := e.checkLeaderJob(cs, jobs.all(), name, log)
-	violations = append(violations, v...)
-	violations = append(violations, e.hangReports()...)
-	e.report(t, "leaderjob", notes, violations)
+	e.judge(t, "leaderjob", hist, func(cs []change) ([]string, string) {
+		return e.checkLeaderJob(cs, jobs.all(), name, log)
+	})
 }
 
 // jobRun is one run of the job: one term, since the policy is Recampaign.

@@ -54,15 +54,9 @@ func TestRobustMutex(t *testing.T) {
 	stopWatchdog()
 	stopHistory()
 
-	cs, err := hist.all()
-	var violations []string
-	if err != nil {
-		violations = append(violations, err.Error())
-	}
-	v, notes := e.checkMutex(cs, hs.all(), hs.attempts(), name, counter)
-	violations = append(violations, v...)
-	violations = append(violations, e.hangReports()...)
-	e.report(t, "mutex", notes, violations)
+	e.judge(t, "mutex", hist, func(cs []change) ([]string, string) {
+		return e.checkMutex(cs, hs.all(), hs.attempts(), name, counter)
+	})
 }
 
 func (e *env) mutexWorker(ctx context.Context, w *worker, reg *leases, name, counter string, out *holdings) {

@@ -78,18 +78,13 @@ func TestRobustQueue(t *testing.T) {
 	stopWatchdog()
 	stopHistory()
 
-	cs, err := hist.all()
-	var violations []string
-	if err != nil {
-		violations = append(violations, err.Error())
-	}
-	if left != "" {
-		violations = append(violations, fmt.Sprintf("the queue was not drained %v after the faults stopped; left: %s", drainTimeout, left))
-	}
-	v, notes := e.checkQueue(cs, &rec, name)
-	violations = append(violations, v...)
-	violations = append(violations, e.hangReports()...)
-	e.report(t, "queue", notes, violations)
+	e.judge(t, "queue", hist, func(cs []change) ([]string, string) {
+		violations, notes := e.checkQueue(cs, &rec, name)
+		if left != "" {
+			violations = append(violations, fmt.Sprintf("the queue was not drained %v after the faults stopped; left: %s", drainTimeout, left))
+		}
+		return violations, notes
+	})
 }
 
 // enqueued is one Enqueue call.

@@ -51,15 +51,9 @@ func TestRobustSemaphore(t *testing.T) {
 	stopWatchdog()
 	stopHistory()
 
-	cs, err := hist.all()
-	var violations []string
-	if err != nil {
-		violations = append(violations, err.Error())
-	}
-	v, notes := e.checkSemaphore(cs, hs.all(), hs.attempts(), name, log)
-	violations = append(violations, v...)
-	violations = append(violations, e.hangReports()...)
-	e.report(t, "semaphore", notes, violations)
+	e.judge(t, "semaphore", hist, func(cs []change) ([]string, string) {
+		return e.checkSemaphore(cs, hs.all(), hs.attempts(), name, log)
+	})
 }
 
 func (e *env) semaphoreWorker(ctx context.Context, w *worker, reg *leases, name, log string, out *holdings) {

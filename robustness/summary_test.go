@@ -28,6 +28,22 @@ var (
 	summary   []row
 )
 
+// judge checks a workload's history with check and reports the result:
+// the history's own failure, check's violations, and any worker that
+// hung.
+func (e *env) judge(t *testing.T, workload string, hist *history, check func([]change) (violations []string, notes string)) {
+	t.Helper()
+	cs, err := hist.all()
+	var violations []string
+	if err != nil {
+		violations = append(violations, err.Error())
+	}
+	v, notes := check(cs)
+	violations = append(violations, v...)
+	violations = append(violations, e.hangReports()...)
+	e.report(t, workload, notes, violations)
+}
+
 // report records a workload's result and fails the test for each
 // violation. notes says what the checkers saw (rounds, items, phantoms).
 func (e *env) report(t *testing.T, workload, notes string, violations []string) {
