@@ -42,7 +42,11 @@ type peerProxy struct {
 type peerRequest struct {
 	from   string // sender member name, "" if unknown
 	cancel context.CancelFunc
+	done   chan struct{} // closed when the handler has returned
 }
+
+// cutTimeout bounds how long cut waits for the requests it cancelled.
+const cutTimeout = 2 * time.Second
 
 func newPeerProxy(c *Cluster, owner string) (*peerProxy, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -73,15 +77,14 @@ func (p *peerProxy) setTarget(rawURL string) {
 
 func (p *peerProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	from := p.c.memberByPeerURL(firstPeerURL(r.Header.Get("X-PeerURLs")))
-	if p.c.isCut(p.owner, from) {
-		dropConnection(w)
-		return
-	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	req := &peerRequest{from: from, cancel: cancel}
+	req := &peerRequest{from: from, cancel: cancel, done: make(chan struct{})}
+	// The check and the registration happen under one lock, which cut
+	// also takes after the partition is recorded: a request either sees
+	// the partition or is in active when cut looks.
 	p.mu.Lock()
-	if p.closed {
+	if p.closed || p.c.isCut(p.owner, from) {
 		p.mu.Unlock()
 		dropConnection(w)
 		return
@@ -94,6 +97,7 @@ func (p *peerProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.mu.Lock()
 		delete(p.active, req)
 		p.mu.Unlock()
+		close(req.done)
 		p.handlers.Done()
 	}()
 
@@ -107,13 +111,26 @@ func (p *peerProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // cut ends every open request to this proxy's member if it is the one
-// partitioned, or from the partitioned member otherwise.
+// partitioned, or from the partitioned member otherwise, and waits until
+// their handlers have stopped copying: a raft message sent after cut
+// returns does not get through on a stream that was already open.
 func (p *peerProxy) cut(name string) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	var ending []*peerRequest
 	for req := range p.active {
 		if p.owner == name || req.from == name {
 			req.cancel()
+			ending = append(ending, req)
+		}
+	}
+	p.mu.Unlock()
+	timeout := time.NewTimer(cutTimeout)
+	defer timeout.Stop()
+	for _, req := range ending {
+		select {
+		case <-req.done:
+		case <-timeout.C:
+			return // a handler stuck writing to a peer that does not read
 		}
 	}
 }
