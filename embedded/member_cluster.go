@@ -100,7 +100,9 @@ func (m *Member) Restart(ctx context.Context) error {
 
 // Partition cuts the member off from its peers in both directions; it keeps
 // serving the clients connected to it, which can then read stale data but
-// not write. Heal undoes it.
+// not write. It returns once the raft streams already open have stopped:
+// no raft message sent afterwards reaches or leaves the member. Heal undoes
+// it.
 func (m *Member) Partition() { m.c.setPartitioned(m.name, true) }
 
 // Heal reconnects a partitioned member to its peers.
