@@ -66,6 +66,19 @@ func TestClusterPartitionCutsMemberFromPeers(t *testing.T) {
 	if err == nil {
 		t.Fatal("a partitioned member committed a write")
 	}
+	short, cancel = context.WithTimeout(ctx, 3*time.Second)
+	_, err = cut.Get(short, "k")
+	cancel()
+	if err == nil {
+		t.Fatal("a partitioned member served a linearizable read")
+	}
+	stale, err := cut.Get(ctx, "k", clientv3.WithSerializable())
+	if err != nil {
+		t.Fatalf("serializable read from the partitioned member: %v", err)
+	}
+	if got := string(stale.Kvs[0].Value); got != "before" {
+		t.Fatalf("serializable read from the partitioned member: got %q, want %q", got, "before")
+	}
 	newLeader, err := c.WaitLeader(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -98,9 +111,13 @@ func TestClusterStopAndRestartKeepData(t *testing.T) {
 	}
 	putEventually(t, ctx, cli, "k", "1")
 
+	// Leadership moves only when the leader stops, so stopping every
+	// member in turn stops a leader at least once.
+	leadersStopped := 0
 	for _, m := range c.Members() {
 		t.Run(m.Name(), func(t *testing.T) {
 			endpoint := m.Endpoint()
+			wasLeader := m.IsLeader()
 			if err := m.Stop(); err != nil {
 				t.Fatalf("Stop: %v", err)
 			}
@@ -109,6 +126,16 @@ func TestClusterStopAndRestartKeepData(t *testing.T) {
 			}
 			if m.Running() || m.IsLeader() {
 				t.Fatal("a stopped member reports itself running or leading")
+			}
+			if wasLeader {
+				leadersStopped++
+				next, err := c.WaitLeader(ctx)
+				if err != nil {
+					t.Fatalf("no new leader after the leader stopped: %v", err)
+				}
+				if next == m {
+					t.Fatal("the stopped leader is still the agreed leader")
+				}
 			}
 			value := "after-stop-" + m.Name()
 			putEventually(t, ctx, cli, "k", value) // two of three still commit
@@ -126,6 +153,9 @@ func TestClusterStopAndRestartKeepData(t *testing.T) {
 				t.Fatalf("restarted member: got %q, want %q", got, value)
 			}
 		})
+	}
+	if leadersStopped == 0 {
+		t.Fatal("no member was the leader when it stopped")
 	}
 }
 
