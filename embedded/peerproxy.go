@@ -100,6 +100,19 @@ func (p *peerProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		close(req.done)
 		p.handlers.Done()
 	}()
+	// Cancelling stops reading from the member, but a handler blocked
+	// writing to a peer that does not read would stay: a write deadline in
+	// the past ends it. The handler does not return while that runs.
+	deadlineSet := make(chan struct{})
+	stopDeadline := context.AfterFunc(ctx, func() {
+		defer close(deadlineSet)
+		http.NewResponseController(w).SetWriteDeadline(time.Now())
+	})
+	defer func() {
+		if !stopDeadline() {
+			<-deadlineSet
+		}
+	}()
 
 	rp := &httputil.ReverseProxy{
 		Rewrite:       func(pr *httputil.ProxyRequest) { pr.SetURL(target) },
@@ -130,7 +143,7 @@ func (p *peerProxy) cut(name string) {
 		select {
 		case <-req.done:
 		case <-timeout.C:
-			return // a handler stuck writing to a peer that does not read
+			return // not expected: cancelling ends a handler's reads and writes
 		}
 	}
 }

@@ -210,8 +210,10 @@ func (m *Mutex) enqueue(ctx context.Context, release func()) (*own.Handle, place
 // position reads, in one round trip, whether our key is still there, who
 // owns the mutex and which key was created just before ours. A read that
 // fails for a reason that may pass (a member restarting, an election) is
-// retried with backoff until it succeeds or ctx, the place in the queue or
-// the client ends: a waiter keeps its place through a failover.
+// retried with backoff, so that a waiter keeps its place through a
+// failover; between attempts it gives up if ctx, the place in the queue or
+// the client has ended. (One attempt waits for a connection until ctx
+// ends, as every call of the client does.)
 func (m *Mutex) position(ctx context.Context, h *own.Handle) (place, error) {
 	cli := m.s.Client()
 	for attempt := 0; ; attempt++ {
