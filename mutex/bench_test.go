@@ -100,6 +100,37 @@ func BenchmarkUncontended(b *testing.B) {
 	}
 }
 
+// BenchmarkUncontendedInterleaved runs one lockstep and one etcd
+// Lock+Unlock in turn, alternating which goes first, on one server: the
+// two means then share every drift of the machine and the server, which
+// separate sub-benchmarks do not.
+func BenchmarkUncontendedInterleaved(b *testing.B) {
+	srv := testutil.FsyncServer(b)
+	ctx := context.Background()
+	cs := []locker{
+		implementations[0].make(b, srv, "/bench/interleaved-lockstep"),
+		implementations[1].make(b, srv, "/bench/interleaved-etcd"),
+	}
+	samples := make([][]time.Duration, len(cs))
+	for i := range b.N {
+		for j := range cs {
+			k := (i + j) % len(cs)
+			start := time.Now()
+			if err := cs[k].lock(ctx); err != nil {
+				b.Fatal(err)
+			}
+			if err := cs[k].unlock(ctx); err != nil {
+				b.Fatal(err)
+			}
+			samples[k] = append(samples[k], time.Since(start))
+		}
+	}
+	ours, theirs := testutil.Mean(samples[0]), testutil.Mean(samples[1])
+	b.ReportMetric(float64(ours.Microseconds())/1e3, "lockstep-mean-ms")
+	b.ReportMetric(float64(theirs.Microseconds())/1e3, "etcd-mean-ms")
+	b.ReportMetric(float64(ours)/float64(theirs), "ratio")
+}
+
 // BenchmarkHandoff measures, with 8 sessions contending, the time from the
 // holder's Unlock call to the next holder's Lock returning. Each iteration
 // is one handoff.
