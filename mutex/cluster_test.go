@@ -10,6 +10,8 @@ import (
 
 	"github.com/lockstep-go/lockstep"
 	"github.com/lockstep-go/lockstep/embedded"
+	"github.com/lockstep-go/lockstep/internal/faultproxy"
+	"github.com/lockstep-go/lockstep/internal/retry"
 	"github.com/lockstep-go/lockstep/internal/testutil"
 	"github.com/lockstep-go/lockstep/mutex"
 )
@@ -139,4 +141,41 @@ func TestWaiterCutOffFails(t *testing.T) {
 	}
 	l := mustLock(t, ctx, next)
 	l.Unlock(ctx)
+}
+
+// A Lock whose enqueue transaction is cut off in flight (its connection
+// breaks before the answer arrives) tries again and gets the lock: an
+// error that may pass does not fail the Lock.
+func TestLockRetriesEnqueueOnBrokenConnection(t *testing.T) {
+	ctx := testutil.Context(t, time.Minute)
+	p, err := faultproxy.New("127.0.0.1:0", hostOf(testutil.Server(t).Endpoints()[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() }) // after the client and session
+	cfg := testutil.Server(t).ClientConfig()
+	cfg.Endpoints = []string{"http://" + p.Addr()}
+	rpc := testutil.NewRPCCounter()
+	rpc.Count(&cfg)
+	s := testutil.Session(t, testutil.ClientWith(t, cfg))
+	m := newMutex(t, s, testutil.Prefix(t))
+
+	p.SetDelay(2 * time.Second) // the transaction waits in the proxy
+	rpc.Reset()
+	w := lockAsync(ctx, m)
+	for rpc.Calls("Txn") == 0 {
+		if err := retry.Sleep(ctx, 0); err != nil {
+			t.Fatal("Lock sent no transaction")
+		}
+	}
+	p.DropConnections() // what the proxy held is lost with them
+	p.SetDelay(0)
+	r := await(t, ctx, w)
+	if r.err != nil {
+		t.Fatalf("Lock after its connection broke: %v", r.err)
+	}
+	t.Logf("transactions sent: %d", rpc.Calls("Txn"))
+	if err := r.l.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -59,8 +59,9 @@ func New(s *lockstep.Session, prefix string) (*Mutex, error) {
 // the lock becomes the holder on that key's delete event, with no further
 // read.
 //
-// If ctx ends first, Lock returns ctx's error and removes its place in the
-// queue. If the session ends or its key is deleted while it waits, Lock
+// Errors that may pass (no leader, a member restarting, a broken
+// connection) are retried with backoff; others are returned. If ctx ends
+// first, Lock returns ctx's error and removes its place in the queue. If the session ends or its key is deleted while it waits, Lock
 // returns an error wrapping the reason (lockstep.ErrSessionLost,
 // lockstep.ErrSessionClosed, lockstep.ErrLost); it does not return a lock
 // after its session has ended (see the package documentation for the one
@@ -174,13 +175,27 @@ func (m *Mutex) enqueue(ctx context.Context, release func()) (*own.Handle, place
 	// Sorted newest first, the two newest keys are ours (just created)
 	// and our predecessor.
 	newest := clientv3.OpGet(m.dir, append(clientv3.WithLastCreate(), clientv3.WithLimit(2))...)
-	resp, err := m.s.Client().Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(m.key), "=", 0)).
-		Then(clientv3.OpPut(m.key, "", clientv3.WithLease(m.s.Lease())), owner, newest).
-		Else(clientv3.OpGet(m.key), owner).
-		Commit()
-	if err != nil {
-		return nil, place{}, m.failed(ctx, release, "lock", err)
+	// A failure that may pass (the member restarting, an election) is
+	// retried: if the failed attempt did create our key, the retry finds
+	// it (the Else branch) and keeps its place.
+	cli := m.s.Client()
+	var resp *clientv3.TxnResponse
+	for attempt := 0; ; attempt++ {
+		var err error
+		resp, err = cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(m.key), "=", 0)).
+			Then(clientv3.OpPut(m.key, "", clientv3.WithLease(m.s.Lease())), owner, newest).
+			Else(clientv3.OpGet(m.key), owner).
+			Commit()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil || cli.Ctx().Err() != nil || !retry.Transient(err) {
+			return nil, place{}, m.failed(ctx, release, "lock", err)
+		}
+		if err := m.backoff(ctx, attempt); err != nil {
+			return nil, place{}, m.failed(ctx, release, "lock", err)
+		}
 	}
 	rev := resp.Header.Revision
 	if !resp.Succeeded {
@@ -247,6 +262,21 @@ func (m *Mutex) pause(ctx context.Context, h *own.Handle, attempt int) error {
 		return nil
 	case <-h.Done():
 		return m.ended(h)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// backoff waits before retry number attempt of the enqueue, or returns why
+// it cannot go on: ctx's end or the session's.
+func (m *Mutex) backoff(ctx context.Context, attempt int) error {
+	t := time.NewTimer(retry.Delay(attempt))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-m.s.Done():
+		return m.s.Err()
 	case <-ctx.Done():
 		return ctx.Err()
 	}

@@ -25,12 +25,21 @@ type RPCCounter struct {
 // counted, closed when the test ends.
 func CountingClient(t testing.TB) (*clientv3.Client, *RPCCounter) {
 	t.Helper()
-	c := &RPCCounter{calls: map[string]int{}}
+	c := NewRPCCounter()
 	cfg := Server(t).ClientConfig()
+	c.Count(&cfg)
+	return ClientWith(t, cfg), c
+}
+
+// NewRPCCounter returns a counter that counts nothing until Count adds it
+// to a client's configuration.
+func NewRPCCounter() *RPCCounter { return &RPCCounter{calls: map[string]int{}} }
+
+// Count makes the clients created from cfg count their calls in c.
+func (c *RPCCounter) Count(cfg *clientv3.Config) {
 	cfg.DialOptions = append(cfg.DialOptions,
 		grpc.WithChainUnaryInterceptor(c.unary),
 		grpc.WithChainStreamInterceptor(c.stream))
-	return ClientWith(t, cfg), c
 }
 
 // Calls returns how many calls of method were made since the last Reset.
