@@ -179,16 +179,21 @@ func (m *Mutex) enqueue(ctx context.Context, release func()) (*own.Handle, place
 	// retried: if the failed attempt did create our key, the retry finds
 	// it (the Else branch) and keeps its place.
 	cli := m.s.Client()
+	sctx, cancel := untilDone(ctx, m.s.Done()) // an attempt ends with the session
+	defer cancel()
 	var resp *clientv3.TxnResponse
 	for attempt := 0; ; attempt++ {
 		var err error
-		resp, err = cli.Txn(ctx).
+		resp, err = cli.Txn(sctx).
 			If(clientv3.Compare(clientv3.CreateRevision(m.key), "=", 0)).
 			Then(clientv3.OpPut(m.key, "", clientv3.WithLease(m.s.Lease())), owner, newest).
 			Else(clientv3.OpGet(m.key), owner).
 			Commit()
 		if err == nil {
 			break
+		}
+		if serr := m.s.Err(); serr != nil {
+			err = serr
 		}
 		if ctx.Err() != nil || cli.Ctx().Err() != nil || !retry.Transient(err) {
 			return nil, place{}, m.failed(ctx, release, "lock", err)
@@ -231,8 +236,12 @@ func (m *Mutex) enqueue(ctx context.Context, release func()) (*own.Handle, place
 // ends, as every call of the client does.)
 func (m *Mutex) position(ctx context.Context, h *own.Handle) (place, error) {
 	cli := m.s.Client()
+	// An attempt can wait for a connection that never comes (a member cut
+	// off): it ends with our place too.
+	qctx, cancel := untilDone(ctx, h.Done())
+	defer cancel()
 	for attempt := 0; ; attempt++ {
-		resp, err := cli.Txn(ctx).Then(
+		resp, err := cli.Txn(qctx).Then(
 			clientv3.OpGet(m.key),
 			clientv3.OpGet(m.dir, clientv3.WithFirstCreate()...),
 			clientv3.OpGet(m.dir, append(clientv3.WithLastCreate(), clientv3.WithMaxCreateRev(h.Token()-1))...),
@@ -240,6 +249,8 @@ func (m *Mutex) position(ctx context.Context, h *own.Handle) (place, error) {
 		switch {
 		case err == nil:
 			return m.placeIn(ctx, h, resp)
+		case h.Err() != nil:
+			return place{}, m.ended(h)
 		case ctx.Err() != nil:
 			return place{}, ctx.Err()
 		case cli.Ctx().Err() != nil:
@@ -265,6 +276,20 @@ func (m *Mutex) pause(ctx context.Context, h *own.Handle, attempt int) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// untilDone returns a context that ends with ctx or when done closes. Its
+// goroutine ends when cancel is called, which the caller must do.
+func untilDone(ctx context.Context, done <-chan struct{}) (context.Context, context.CancelFunc) {
+	dctx, cancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-done:
+			cancel()
+		case <-dctx.Done():
+		}
+	}()
+	return dctx, cancel
 }
 
 // backoff waits before retry number attempt of the enqueue, or returns why
