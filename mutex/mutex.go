@@ -231,9 +231,8 @@ func (m *Mutex) enqueue(ctx context.Context, release func()) (*own.Handle, place
 // owns the mutex and which key was created just before ours. A read that
 // fails for a reason that may pass (a member restarting, an election) is
 // retried with backoff, so that a waiter keeps its place through a
-// failover; between attempts it gives up if ctx, the place in the queue or
-// the client has ended. (One attempt waits for a connection until ctx
-// ends, as every call of the client does.)
+// failover. It gives up when ctx, the place in the queue or the client
+// ends, also in the middle of an attempt.
 func (m *Mutex) position(ctx context.Context, h *own.Handle) (place, error) {
 	cli := m.s.Client()
 	// An attempt can wait for a connection that never comes (a member cut
