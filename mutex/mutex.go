@@ -198,7 +198,7 @@ func (m *Mutex) enqueue(ctx context.Context, release func()) (*own.Handle, place
 		if ctx.Err() != nil || cli.Ctx().Err() != nil || !retry.Transient(err) {
 			return nil, place{}, m.failed(ctx, release, "lock", err)
 		}
-		if err := m.backoff(ctx, attempt); err != nil {
+		if err := pause(ctx, attempt, m.s.Done(), m.s.Err); err != nil {
 			return nil, place{}, m.failed(ctx, release, "lock", err)
 		}
 	}
@@ -257,21 +257,23 @@ func (m *Mutex) position(ctx context.Context, h *own.Handle) (place, error) {
 		case !retry.Transient(err):
 			return place{}, fmt.Errorf("mutex: read queue of %s: %w", m.prefix, err)
 		}
-		if err := m.pause(ctx, h, attempt); err != nil {
+		if err := pause(ctx, attempt, h.Done(), func() error { return m.ended(h) }); err != nil {
 			return place{}, err
 		}
 	}
 }
 
-// pause waits before retry number attempt, or returns why waiting ended.
-func (m *Mutex) pause(ctx context.Context, h *own.Handle, attempt int) error {
+// pause waits before retry number attempt, or returns why it cannot go
+// on: ctx's end, or reason once end closes (the session's end, or the end
+// of our place in the queue).
+func pause(ctx context.Context, attempt int, end <-chan struct{}, reason func() error) error {
 	t := time.NewTimer(retry.Delay(attempt))
 	defer t.Stop()
 	select {
 	case <-t.C:
 		return nil
-	case <-h.Done():
-		return m.ended(h)
+	case <-end:
+		return reason()
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -289,21 +291,6 @@ func untilDone(ctx context.Context, done <-chan struct{}) (context.Context, cont
 		}
 	}()
 	return dctx, cancel
-}
-
-// backoff waits before retry number attempt of the enqueue, or returns why
-// it cannot go on: ctx's end or the session's.
-func (m *Mutex) backoff(ctx context.Context, attempt int) error {
-	t := time.NewTimer(retry.Delay(attempt))
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-m.s.Done():
-		return m.s.Err()
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // placeIn reads our place from position's answer.

@@ -95,7 +95,7 @@ func (m *Mutex) waitPred(ctx context.Context, h *own.Handle, at place) (place, e
 // the server cancelling it, a member going away): after a short pause, it
 // reads our place again and the caller watches anew.
 func (m *Mutex) reread(ctx context.Context, h *own.Handle) (place, error) {
-	if err := m.pause(ctx, h, 0); err != nil {
+	if err := pause(ctx, 0, h.Done(), func() error { return m.ended(h) }); err != nil {
 		return place{}, err
 	}
 	return m.position(ctx, h)
