@@ -98,6 +98,7 @@ func (e *Election) Campaign(ctx context.Context, value string) (*Term, error) {
 	// is deleted; hctx ends with it.
 	hctx, stopH := cancelOn(ctx, h.Done())
 	defer stopH()
+	var followed *mvccpb.KeyValue // the last candidate ahead of us to go
 	for pred != nil {
 		if err := waitfor.Gone(hctx, e.s.Client(), string(pred.Key), pred.CreateRevision, fromRev); err != nil {
 			return nil, e.abandon(ctx, h, err)
@@ -117,7 +118,7 @@ func (e *Election) Campaign(ctx context.Context, value string) (*Term, error) {
 			<-hctx.Done()
 			return nil, e.abandon(ctx, h, errKeyGone)
 		}
-		pred = nil
+		followed, pred = pred, nil
 		if len(kvs) == 2 {
 			pred = kvs[1]
 		}
@@ -128,7 +129,11 @@ func (e *Election) Campaign(ctx context.Context, value string) (*Term, error) {
 	if err := h.Err(); err != nil {
 		return nil, e.abandon(ctx, h, err)
 	}
-	return &Term{Ownership: h, h: h, e: e, value: value}, nil
+	t := &Term{Ownership: h, h: h, e: e, value: value}
+	if followed != nil {
+		t.pred, t.followed = leaderOf(followed), true
+	}
+	return t, nil
 }
 
 var errKeyGone = errors.New("election: candidate key deleted while waiting")

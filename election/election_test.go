@@ -323,6 +323,14 @@ func TestCampaignSkipsAbandonedPredecessor(t *testing.T) {
 	if got, want := rpcC.KV(), 1+rpcC.WatchEvents(); got != want || want > 3 {
 		t.Fatalf("c's campaign: got %d KV RPCs for %d wakeups, want 1 Txn + a Range per wakeup", got, rpcC.WatchEvents())
 	}
+	// c took over from a, not from b, which only waited.
+	want := election.Leader{Value: "a", Key: ta.Key(), Lease: ta.Session().Lease(), Token: ta.Token()}
+	if got, ok := rc.term.Predecessor(); !ok || got != want {
+		t.Fatalf("c's predecessor: got %+v, %v; want %+v", got, ok, want)
+	}
+	if got, ok := ta.Predecessor(); ok {
+		t.Fatalf("a led at once but has predecessor %+v", got)
+	}
 	rc.term.Resign(ctx)
 }
 

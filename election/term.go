@@ -21,6 +21,9 @@ type Term struct {
 	h                  *own.Handle
 	e                  *Election
 
+	pred     Leader // the candidate whose key's deletion made us leader
+	followed bool   // pred is set: Campaign waited for a predecessor
+
 	mu       sync.Mutex
 	value    string
 	valueRev int64 // revision of the write that set value; 0 for the campaign's
@@ -35,6 +38,17 @@ func (t *Term) Value() string {
 	defer t.mu.Unlock()
 	return t.value
 }
+
+// Predecessor returns the candidate whose key's deletion ended this term's
+// wait, as Campaign last read it, and true; or false if Campaign led as
+// soon as its key was written. It is the previous leader, unless several
+// candidates ahead went at once: then it is the last one Campaign waited
+// for.
+//
+// A caller can ask whether it resigned or its lease ended (revoked or
+// expired) with cli.TimeToLive(ctx, p.Lease): leaderjob does, to give a
+// predecessor that did not resign time to hear that it lost.
+func (t *Term) Predecessor() (Leader, bool) { return t.pred, t.followed }
 
 // Proclaim replaces the leader's value without a new election, in one Txn
 // guarded by the term's revision: it never writes a key that is not this

@@ -17,6 +17,9 @@ var (
 	// the declared values.
 	ErrInvalidPolicy = errors.New("leaderjob: invalid policy")
 
+	// ErrInvalidSettle is returned by New for a negative settle delay.
+	ErrInvalidSettle = errors.New("leaderjob: invalid settle delay")
+
 	// ErrRunning is returned by Run when another Run of the same Runner is
 	// in progress.
 	ErrRunning = errors.New("leaderjob: already running")

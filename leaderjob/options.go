@@ -50,6 +50,7 @@ const (
 	DefaultTTL        = lockstep.DefaultTTL
 	DefaultBackoffMin = 100 * time.Millisecond
 	DefaultBackoffMax = 5 * time.Second
+	DefaultSettle     = 250 * time.Millisecond
 )
 
 // Option configures New.
@@ -60,6 +61,7 @@ type options struct {
 	ttl                    time.Duration
 	backoffMin, backoffMax time.Duration
 	policy                 Policy
+	settle                 time.Duration
 	onElected              func(*election.Term)
 	onStopped              func(*election.Term, error)
 	onNewLeader            func(election.Leader)
@@ -87,6 +89,21 @@ func WithTTL(ttl time.Duration) Option { return func(o *options) { o.ttl = ttl }
 func WithBackoff(min, max time.Duration) Option {
 	return func(o *options) { o.backoffMin, o.backoffMax = min, max }
 }
+
+// WithSettle sets how long a runner that takes over from a leader that
+// did not resign waits before it starts the job. Such a leader's lease is
+// gone: it expired, and then that leader's job was stopped at least the
+// session's margin earlier, or someone revoked it, and then that leader
+// learns of it from the same delete as its successor, at about the same
+// moment. The wait lets a connected old leader stop its job first. A
+// leader that resigned (its lease still exists) is followed at once; the
+// check costs one LeaseTimeToLive on each takeover. Default DefaultSettle
+// (250ms); 0 turns it off; negative is ErrInvalidSettle.
+//
+// It narrows a window; it does not close it: an old leader that is revoked
+// while cut off from etcd learns of it only when its session ends. Fence
+// writes with the term's IsOwner or Token.
+func WithSettle(d time.Duration) Option { return func(o *options) { o.settle = d } }
 
 // WithPolicy sets what a job's return means. Default StopWhenDone.
 func WithPolicy(p Policy) Option { return func(o *options) { o.policy = p } }
@@ -118,6 +135,7 @@ func defaultOptions() options {
 		backoffMin: DefaultBackoffMin,
 		backoffMax: DefaultBackoffMax,
 		policy:     StopWhenDone,
+		settle:     DefaultSettle,
 	}
 }
 
@@ -139,6 +157,8 @@ func (o *options) validate() error {
 		return fmt.Errorf("%w: min %v, max %v (want 0 < min <= max)", ErrInvalidBackoff, o.backoffMin, o.backoffMax)
 	case o.policy < StopWhenDone || o.policy > Recampaign:
 		return fmt.Errorf("%w: %v", ErrInvalidPolicy, o.policy)
+	case o.settle < 0:
+		return fmt.Errorf("%w: %v (want 0 or more)", ErrInvalidSettle, o.settle)
 	}
 	return nil
 }

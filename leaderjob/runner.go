@@ -19,6 +19,12 @@ import (
 // session.
 const resignTimeout = 2 * time.Second
 
+// revokeGrace is how long a Run that resigned waits before it revokes its
+// lease and returns, so that its successor finds the lease alive and
+// starts at once (see WithSettle). The successor asks about a millisecond
+// after the resign.
+const revokeGrace = 50 * time.Millisecond
+
 // Job is the work done while leading. ctx is cancelled when leadership is
 // lost or Run's ctx ends; the job should return promptly then. t is the
 // term: fence writes with t.IsOwner() or t.Token(), announce with
@@ -108,6 +114,15 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 	}
 	defer closeSession()
+	// A successor checks whether we resigned by asking for our lease (see
+	// WithSettle); revoking it at once when Run returns could beat that
+	// question and cost the successor the settle delay. Give it a moment.
+	resigned := false
+	defer func() {
+		if resigned && s != nil {
+			time.Sleep(min(r.o.settle, revokeGrace))
+		}
+	}()
 	failures := 0
 	pause := func() {
 		failures++
@@ -140,6 +155,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 
 		out := r.lead(ctx, t)
+		resigned = errors.Is(t.Err(), lockstep.ErrReleased)
 		if t.Err() == nil || s.Err() != nil || errors.Is(t.Err(), lockstep.ErrSessionLost) {
 			// The resign failed, or the lease is gone (the term can know
 			// before the session does): closing the session removes our
@@ -183,39 +199,9 @@ func (r *Runner) lead(ctx context.Context, t *election.Term) outcome {
 	if r.o.onElected != nil {
 		r.o.onElected(t)
 	}
-	var (
-		jobErr error
-		out    outcome
-	)
-	for failures := 0; ; {
-		var interrupted bool
-		interrupted, jobErr = r.runJob(ctx, t)
-		if !interrupted && jobErr == nil && r.o.policy == StopWhenDone {
-			out = finished
-			break
-		}
-		if ctx.Err() != nil || t.Err() != nil {
-			out = lost
-			break
-		}
-		if r.o.policy == RunAgain {
-			if jobErr == nil {
-				failures = 0
-				continue
-			}
-			failures++
-			sleep(ctx, t.Done(), r.o.backoff(failures))
-			if ctx.Err() != nil || t.Err() != nil {
-				out = lost
-				break
-			}
-			continue
-		}
-		out = failed
-		if jobErr == nil {
-			out = yielded
-		}
-		break
+	out, jobErr := lost, error(nil)
+	if r.settle(ctx, t) {
+		out, jobErr = r.work(ctx, t)
 	}
 	r.term.Store(nil)
 	if t.Err() == nil {
@@ -227,6 +213,54 @@ func (r *Runner) lead(ctx context.Context, t *election.Term) outcome {
 		r.o.onStopped(t, jobErr)
 	}
 	return out
+}
+
+// work runs the job under t as the policy says, until a job's return or
+// the end of t or ctx says to stop. It returns how the term ended and the
+// last job's error.
+func (r *Runner) work(ctx context.Context, t *election.Term) (outcome, error) {
+	for failures := 0; ; {
+		interrupted, jobErr := r.runJob(ctx, t)
+		if !interrupted && jobErr == nil && r.o.policy == StopWhenDone {
+			return finished, jobErr
+		}
+		if ctx.Err() != nil || t.Err() != nil {
+			return lost, jobErr
+		}
+		if r.o.policy == RunAgain {
+			if jobErr == nil {
+				failures = 0
+				continue
+			}
+			failures++
+			sleep(ctx, t.Done(), r.o.backoff(failures))
+			if ctx.Err() != nil || t.Err() != nil {
+				return lost, jobErr
+			}
+			continue
+		}
+		if jobErr == nil {
+			return yielded, nil
+		}
+		return failed, jobErr
+	}
+}
+
+// settle waits, before a term's first job, if the predecessor did not
+// resign: see WithSettle. A failed check counts as "did not resign". It
+// reports whether the job may start: false if t or ctx ended meanwhile.
+func (r *Runner) settle(ctx context.Context, t *election.Term) bool {
+	pred, ok := t.Predecessor()
+	if !ok || r.o.settle == 0 {
+		return true
+	}
+	cctx, cancel := context.WithTimeout(ctx, r.o.settle)
+	resp, err := r.cli.TimeToLive(cctx, pred.Lease)
+	cancel()
+	if err == nil && resp.TTL > 0 {
+		return true
+	}
+	return sleep(ctx, t.Done(), r.o.settle)
 }
 
 // runJob runs the job once with a ctx cancelled when t ends or ctx ends,

@@ -44,6 +44,7 @@ func TestNewRejectsBadInput(t *testing.T) {
 		{"zero backoff", cli, "/j", noop, []leaderjob.Option{leaderjob.WithBackoff(0, time.Second)}, leaderjob.ErrInvalidBackoff},
 		{"backoff max below min", cli, "/j", noop, []leaderjob.Option{leaderjob.WithBackoff(time.Second, time.Millisecond)}, leaderjob.ErrInvalidBackoff},
 		{"unknown policy", cli, "/j", noop, []leaderjob.Option{leaderjob.WithPolicy(leaderjob.Policy(7))}, leaderjob.ErrInvalidPolicy},
+		{"negative settle", cli, "/j", noop, []leaderjob.Option{leaderjob.WithSettle(-time.Millisecond)}, leaderjob.ErrInvalidSettle},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -367,4 +368,28 @@ func TestRunReplacesLostSession(t *testing.T) {
 	}
 	rec.check(t)
 	rn.stop(t)
+}
+
+// A runner that takes over from one that resigned starts its job at once:
+// the settle delay, an hour here, is only for a predecessor whose lease is
+// gone. A stopping Run revokes its lease right after it resigns, so this
+// also shows that the check is not misled by that revoke.
+func TestTakeoverAfterResignDoesNotSettle(t *testing.T) {
+	ctx := testutil.Context(t, 60*time.Second)
+	cli := testutil.Client(t)
+	prefix := testutil.Prefix(t)
+	rec := newRecorder()
+	settle := leaderjob.WithSettle(time.Hour)
+	prev := start(t, newRunner(t, cli, prefix, rec.job("r0"), settle))
+	rec.next(t, ctx)
+	for i := 1; i <= 10; i++ {
+		next := start(t, newRunner(t, cli, prefix, rec.job(fmt.Sprintf("r%d", i)), settle))
+		waitKeys(t, ctx, cli, prefix, 2)
+		prev.stop(t)
+		if r := rec.next(t, ctx); r.runner != fmt.Sprintf("r%d", i) {
+			t.Fatalf("handover %d: %s started", i, r.runner)
+		}
+		prev = next
+	}
+	rec.check(t)
 }

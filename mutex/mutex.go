@@ -109,9 +109,8 @@ func (m *Mutex) TryLock(ctx context.Context) (*Lock, error) {
 	}
 	// Create our key only if the queue is empty: a busy mutex costs no
 	// write and leaves nothing to clean up.
-	empty := clientv3.Compare(clientv3.CreateRevision(m.dir), "=", 0).WithPrefix()
 	resp, err := m.s.Client().Txn(ctx).
-		If(empty).
+		If(m.queueEmpty()).
 		Then(clientv3.OpPut(m.key, "", clientv3.WithLease(m.s.Lease()))).
 		Else(clientv3.OpGet(m.dir, clientv3.WithFirstCreate()...), clientv3.OpGet(m.key)).
 		Commit()
@@ -152,6 +151,12 @@ func (m *Mutex) held(ctx context.Context, h *own.Handle, waited bool) (*Lock, er
 	return &Lock{Ownership: h, h: h}, nil
 }
 
+// queueEmpty holds in a Txn when no key, and so no holder or waiter, is
+// under the mutex's prefix.
+func (m *Mutex) queueEmpty() clientv3.Cmp {
+	return clientv3.Compare(clientv3.CreateRevision(m.dir), "=", 0).WithPrefix()
+}
+
 // place is where our key stands in the queue, as of one read.
 type place struct {
 	rev         int64            // header revision of the read
@@ -159,8 +164,8 @@ type place struct {
 	predIsOwner bool             // pred was the oldest key: its deletion makes us the owner
 }
 
-// enqueue creates our key, unless it exists, and reads the owner and our
-// predecessor in the same transaction: one round trip. It starts the
+// enqueue creates our key, unless it exists, and finds our predecessor and
+// whether it is the owner in the same transaction: one round trip. It starts the
 // handle that tracks the key, which owns release from then on.
 func (m *Mutex) enqueue(ctx context.Context, release func()) (*own.Handle, place, error) {
 	if err := m.s.Err(); err != nil {
@@ -171,9 +176,13 @@ func (m *Mutex) enqueue(ctx context.Context, release func()) (*own.Handle, place
 		release()
 		return nil, place{}, ctx.Err()
 	}
-	owner := clientv3.OpGet(m.dir, clientv3.WithFirstCreate()...)
-	// Sorted newest first, the two newest keys are ours (just created)
-	// and our predecessor.
+	// An empty queue, the uncontended case, needs no read: the compare
+	// proves that our new key is the oldest. Otherwise the put says
+	// whether our key already existed, and the two newest keys are ours
+	// and our predecessor; the range's count (of all keys, not just the
+	// two returned) says whether that predecessor is the owner.
+	put := clientv3.OpPut(m.key, "", clientv3.WithLease(m.s.Lease()))
+	putOrKeep := clientv3.OpPut(m.key, "", clientv3.WithLease(m.s.Lease()), clientv3.WithPrevKV())
 	newest := clientv3.OpGet(m.dir, append(clientv3.WithLastCreate(), clientv3.WithLimit(2))...)
 	// A failure that may pass (the member restarting, an election) is
 	// retried: if the failed attempt did create our key, the retry finds
@@ -184,11 +193,7 @@ func (m *Mutex) enqueue(ctx context.Context, release func()) (*own.Handle, place
 	var resp *clientv3.TxnResponse
 	for attempt := 0; ; attempt++ {
 		var err error
-		resp, err = cli.Txn(sctx).
-			If(clientv3.Compare(clientv3.CreateRevision(m.key), "=", 0)).
-			Then(clientv3.OpPut(m.key, "", clientv3.WithLease(m.s.Lease())), owner, newest).
-			Else(clientv3.OpGet(m.key), owner).
-			Commit()
+		resp, err = cli.Txn(sctx).If(m.queueEmpty()).Then(put).Else(putOrKeep, newest).Commit()
 		if err == nil {
 			break
 		}
@@ -203,11 +208,14 @@ func (m *Mutex) enqueue(ctx context.Context, release func()) (*own.Handle, place
 		}
 	}
 	rev := resp.Header.Revision
-	if !resp.Succeeded {
-		// Our key survived an earlier attempt whose cleanup failed. It
-		// keeps its place; find out what that place is.
-		mine := resp.Responses[0].GetResponseRange().Kvs[0].CreateRevision
-		h := own.NewLazy(m.s, m.key, mine, rev+1, release)
+	if resp.Succeeded {
+		return own.NewLazy(m.s, m.key, rev, rev+1, release), place{rev: rev}, nil
+	}
+	if prev := resp.Responses[0].GetResponsePut().PrevKv; prev != nil {
+		// Our key survived an earlier attempt (one whose cleanup failed,
+		// or a retried one that did create it). The put left its create
+		// revision, and so its place, alone; find out what that place is.
+		h := own.NewLazy(m.s, m.key, prev.CreateRevision, rev+1, release)
 		at, err := m.position(ctx, h)
 		if err != nil {
 			return nil, place{}, m.abandon(ctx, h, err)
@@ -216,13 +224,10 @@ func (m *Mutex) enqueue(ctx context.Context, release func()) (*own.Handle, place
 	}
 	h := own.NewLazy(m.s, m.key, rev, rev+1, release)
 	at := place{rev: rev}
-	first := resp.Responses[1].GetResponseRange().Kvs
-	if len(first) > 0 && first[0].CreateRevision == rev {
-		return h, at, nil
-	}
-	if two := resp.Responses[2].GetResponseRange().Kvs; len(two) == 2 {
-		at.pred = two[1]
-		at.predIsOwner = len(first) > 0 && first[0].CreateRevision == two[1].CreateRevision
+	r := resp.Responses[1].GetResponseRange()
+	if len(r.Kvs) == 2 {
+		at.pred = r.Kvs[1]
+		at.predIsOwner = r.Count == 2
 	}
 	return h, at, nil
 }

@@ -27,7 +27,8 @@ import (
 //     overlap, except where the earlier job's lease was revoked by the
 //     nemesis before the later one started (docs/leaderjob.md: a lease
 //     revoked from outside is seen by the old leader and the next candidate
-//     at the same time);
+//     at the same time; the successor's settle delay orders them only if
+//     the old leader is connected, and the nemesis may have cut it off);
 //   - no job still ran after the observer saw its term's key deleted,
 //     unless its lease was revoked: the job's ctx is cancelled before the
 //     lease can expire on the server;
