@@ -31,9 +31,12 @@
 // A job that ignores its ctx, or a process that pauses (GC, swap, a stopped
 // VM) for longer than the margin, can still be running when its successor
 // starts. A lease revoked from outside (an operator, another client) ends
-// the term on the server at once: this process learns of it from a watch at
-// about the same time the next candidate does, so both jobs can briefly
-// run. Fence everything the job writes: guard etcd writes with
+// the term on the server at once, and this process learns of it from a
+// watch at about the same time the next candidate does. The successor
+// finds that lease gone and waits a settle delay (WithSettle, 250ms by
+// default) before its job starts, so a connected old leader stops first;
+// one cut off from etcd while its lease is revoked does not hear of it in
+// time, and both jobs can run for a while. Fence everything the job writes: guard etcd writes with
 // t.IsOwner() in a Txn, and hand t.Token() — strictly increasing from one
 // term to the next — to other systems, which reject a lower token than the
 // highest they have seen.
