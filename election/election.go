@@ -13,6 +13,7 @@ import (
 	"github.com/lockstep-go/lockstep"
 	"github.com/lockstep-go/lockstep/internal/keys"
 	"github.com/lockstep-go/lockstep/internal/own"
+	"github.com/lockstep-go/lockstep/internal/retry"
 	"github.com/lockstep-go/lockstep/internal/waitfor"
 )
 
@@ -72,6 +73,10 @@ func (e *Election) Key() string { return e.key }
 // exists (left over by a campaign whose cleanup failed), Campaign takes it
 // over with the new value, as etcd's Campaign does.
 //
+// Errors that may pass (no leader, a member restarting, a broken
+// connection) are retried with backoff; a retried write that the failed
+// attempt did apply finds its key and keeps its place.
+//
 // Uncontended, Campaign is one Txn. Contended, it adds one Range each time
 // the candidate before it goes.
 func (e *Election) Campaign(ctx context.Context, value string) (*Term, error) {
@@ -103,6 +108,7 @@ func (e *Election) Campaign(ctx context.Context, value string) (*Term, error) {
 		if err := waitfor.Gone(hctx, e.s.Client(), string(pred.Key), pred.CreateRevision, fromRev); err != nil {
 			return nil, e.abandon(ctx, h, err)
 		}
+		// clientv3 retries a read whose connection broke by itself.
 		resp, err := e.s.Client().Get(hctx, keys.Dir(e.prefix),
 			clientv3.WithPrefix(),
 			clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend),
@@ -149,17 +155,29 @@ func (e *Election) enter(ctx context.Context, value string, release func()) (*ow
 		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend),
 	}
 	// A new key is the newest: it and its predecessor are the first two in
-	// descending create order. An existing key (a leftover of this session)
-	// can be anywhere, so that branch reads them all, keys only.
-	resp, err := e.s.Client().Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(e.key), "=", 0)).
-		Then(put, clientv3.OpGet(dir, append(byCreate, clientv3.WithLimit(2))...)).
-		Else(put, clientv3.OpGet(dir, append(byCreate, clientv3.WithKeysOnly())...)).
-		Commit()
-	if err != nil {
-		// The put may have been applied even though we got no answer.
-		e.dropKey(ctx)
-		return nil, nil, 0, err
+	// descending create order. An existing key (a leftover of this session,
+	// or one an attempt created although its answer was lost) can be
+	// anywhere, so that branch reads them all, keys only. The put keeps an
+	// existing key's create revision, and so its place in the queue.
+	cli := e.s.Client()
+	var resp *clientv3.TxnResponse
+	for attempt := 0; ; attempt++ {
+		var err error
+		resp, err = cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(e.key), "=", 0)).
+			Then(put, clientv3.OpGet(dir, append(byCreate, clientv3.WithLimit(2))...)).
+			Else(put, clientv3.OpGet(dir, append(byCreate, clientv3.WithKeysOnly())...)).
+			Commit()
+		if err == nil {
+			break
+		}
+		// A failure that may pass (a broken connection, an election) is
+		// retried; ctx ends with the session too.
+		if ctx.Err() != nil || cli.Ctx().Err() != nil || !retry.Transient(err) || retry.Sleep(ctx, attempt) != nil {
+			// The put may have been applied even though we got no answer.
+			e.dropKey(ctx)
+			return nil, nil, 0, err
+		}
 	}
 	kvs := resp.Responses[1].GetResponseRange().Kvs
 	for i, kv := range kvs {

@@ -142,3 +142,45 @@ func TestResignRetryAfterFailedRPC(t *testing.T) {
 func isUnavailable(err error) bool {
 	return strings.Contains(err.Error(), "Unavailable") || strings.Contains(err.Error(), "unavailable")
 }
+
+// A Campaign whose transaction is lost with its connection (it may or may
+// not have been applied) tries again and leads, keeping the key if the lost
+// attempt created it.
+func TestCampaignRetriesOnBrokenConnection(t *testing.T) {
+	ctx := testutil.Context(t, time.Minute)
+	target := strings.TrimPrefix(testutil.Server(t).Endpoints()[0], "http://")
+	p, err := faultproxy.New("127.0.0.1:0", target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() }) // after the client and session
+	cfg := testutil.Server(t).ClientConfig()
+	cfg.Endpoints = []string{"http://" + p.Addr()}
+	rpc := testutil.NewRPCCounter()
+	rpc.Count(&cfg)
+	prefix := testutil.Prefix(t)
+	e := newElection(t, testutil.ClientWith(t, cfg), prefix)
+
+	p.SetDelay(2 * time.Second) // the transaction waits in the proxy
+	rpc.Reset()
+	got := campaignAsync(ctx, e, "a")
+	for rpc.Calls("Txn") == 0 {
+		select {
+		case <-ctx.Done():
+			t.Fatal("Campaign sent no transaction")
+		case <-time.After(time.Millisecond):
+		}
+	}
+	p.DropConnections() // what the proxy held is lost with them
+	p.SetDelay(0)
+	r := await(t, ctx, got)
+	if r.err != nil {
+		t.Fatalf("Campaign after its connection broke: %v", r.err)
+	}
+	t.Logf("transactions sent: %d", rpc.Calls("Txn"))
+	waitKeys(t, ctx, testutil.Client(t), prefix, 1)
+	if err := r.term.Resign(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
