@@ -183,4 +183,3 @@ func TestCampaignRetriesOnBrokenConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-
