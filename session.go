@@ -40,6 +40,8 @@ const (
 // sent + TTL - margin. A holder that stops work when Done closes has stopped
 // before anyone else can be granted what it held, up to the difference in
 // clock rates between this process and the etcd leader over one TTL.
+// Closing the session's etcd client ends it at once (ErrSessionLost): it
+// could neither renew the lease nor act on what it owns.
 //
 // A Session is safe for concurrent use.
 type Session struct {
@@ -171,7 +173,8 @@ func (s *Session) Err() error {
 
 // Close stops the keepalives and revokes the lease, which releases at once
 // everything the session owns. It waits for the revoke at most the smaller
-// of the TTL and 5s; if the revoke fails the lease still expires on its own.
+// of the TTL and 5s; if the revoke fails, or cannot be sent because the
+// client is closed, the lease still expires on its own.
 // Close is idempotent and returns the same result each time.
 func (s *Session) Close() error {
 	s.closeOnce.Do(func() {
@@ -184,6 +187,11 @@ func (s *Session) Close() error {
 		gone := s.leaseGone
 		s.mu.Unlock()
 		if gone {
+			return
+		}
+		if err := s.cli.Ctx().Err(); err != nil {
+			// A closed client would spend seconds failing to send it.
+			s.closeErr = fmt.Errorf("lockstep: revoke lease %x: etcd client closed: %w", int64(s.lease), err)
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), min(s.ttl, maxCloseTimeout))
@@ -209,6 +217,12 @@ func (s *Session) keepAlive(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-s.done:
+			return
+		case <-s.cli.Ctx().Done():
+			// Nothing can renew the lease or act on what the session
+			// owns any more: end now rather than at the deadline. The
+			// lease itself lasts until the server expires it.
+			s.end(fmt.Errorf("%w: etcd client closed", ErrSessionLost))
 			return
 		case <-timer.C:
 		}

@@ -305,3 +305,26 @@ func TestSessionSurvivesAMemberCutOff(t *testing.T) {
 		}
 	}
 }
+
+// Closing the client ends the session at once, not at its deadline (TTL
+// minus margin, almost a minute here), and Close then does not try to send
+// a revoke (clientv3 spends seconds failing to).
+func TestSessionEndsWhenClientCloses(t *testing.T) {
+	cli := testutil.ClientWith(t, testutil.Server(t).ClientConfig())
+	s, err := lockstep.NewSession(testutil.Context(t, 10*time.Second), cli, lockstep.WithTTL(60*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli.Close()
+	select {
+	case <-s.Done():
+	case <-time.After(30 * time.Second): // the deadline is 54s away
+		t.Fatal("session still alive 30s after its client was closed")
+	}
+	if !errors.Is(s.Err(), lockstep.ErrSessionLost) {
+		t.Fatalf("Err: got %v, want ErrSessionLost", s.Err())
+	}
+	if err := s.Close(); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Close: got %v, want the closed client's context.Canceled", err)
+	}
+}

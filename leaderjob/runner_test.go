@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -392,4 +393,25 @@ func TestTakeoverAfterResignDoesNotSettle(t *testing.T) {
 		prev = next
 	}
 	rec.check(t)
+}
+
+// Closing the etcd client under a running job stops the job and makes Run
+// return an error at once, not when the session's deadline passes (almost
+// a minute here).
+func TestRunReturnsWhenClientCloses(t *testing.T) {
+	ctx := testutil.Context(t, 30*time.Second)
+	cli := testutil.ClientWith(t, testutil.Server(t).ClientConfig())
+	rec := newRecorder()
+	rn := start(t, newRunner(t, cli, testutil.Prefix(t), rec.job("a"), leaderjob.WithTTL(60*time.Second)))
+	rec.next(t, ctx)
+	cli.Close()
+	select {
+	case err := <-rn.done:
+		rn.done <- err
+		if err == nil || !strings.Contains(err.Error(), "client closed") {
+			t.Fatalf("Run after its client closed: got %v, want an error saying so", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("Run still running 30s after its client was closed")
+	}
 }
