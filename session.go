@@ -176,7 +176,18 @@ func (s *Session) Err() error {
 // of the TTL and 5s; if the revoke fails, or cannot be sent because the
 // client is closed, the lease still expires on its own.
 // Close is idempotent and returns the same result each time.
-func (s *Session) Close() error {
+func (s *Session) Close() error { return s.close(true) }
+
+// CloseWithoutRevoke ends the session like Close but leaves its lease to
+// expire on the server, TTL after the last renewal, instead of revoking
+// it. It is for a session whose owner gave up everything it held
+// explicitly and wants its lease to say so for a while: leaderjob's
+// successor takes a live lease of its predecessor for a sign that it
+// resigned. Anything still attached to the lease stays until it expires.
+// Like Close it is idempotent; the first of the two called decides.
+func (s *Session) CloseWithoutRevoke() error { return s.close(false) }
+
+func (s *Session) close(revoke bool) error {
 	s.closeOnce.Do(func() {
 		s.end(ErrSessionClosed)
 		s.stopLoop()
@@ -186,7 +197,7 @@ func (s *Session) Close() error {
 		s.mu.Lock()
 		gone := s.leaseGone
 		s.mu.Unlock()
-		if gone {
+		if gone || !revoke {
 			return
 		}
 		if err := s.cli.Ctx().Err(); err != nil {

@@ -328,3 +328,33 @@ func TestSessionEndsWhenClientCloses(t *testing.T) {
 		t.Fatalf("Close: got %v, want the closed client's context.Canceled", err)
 	}
 }
+
+// CloseWithoutRevoke ends the session but leaves its lease to expire; a
+// Close after it changes nothing.
+func TestCloseWithoutRevokeLeavesLease(t *testing.T) {
+	ctx := testutil.Context(t, 10*time.Second)
+	cli := testutil.Client(t)
+	s, err := lockstep.NewSession(ctx, cli)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CloseWithoutRevoke(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(s.Err(), lockstep.ErrSessionClosed) {
+		t.Fatalf("Err: got %v, want ErrSessionClosed", s.Err())
+	}
+	resp, err := cli.TimeToLive(ctx, s.Lease())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.TTL <= 0 {
+		t.Fatal("the lease was revoked")
+	}
+	if _, err := cli.Revoke(ctx, s.Lease()); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -19,12 +19,6 @@ import (
 // session.
 const resignTimeout = 2 * time.Second
 
-// revokeGrace is how long a Run that resigned waits before it revokes its
-// lease and returns, so that its successor finds the lease alive and
-// starts at once (see WithSettle). The successor asks about a millisecond
-// after the resign.
-const revokeGrace = 50 * time.Millisecond
-
 // Job is the work done while leading. ctx is cancelled when leadership is
 // lost or Run's ctx ends; the job should return promptly then. t is the
 // term: fence writes with t.IsOwner() or t.Token(), announce with
@@ -107,22 +101,23 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 
 	var s *lockstep.Session
+	// A successor checks whether we resigned by asking whether our lease
+	// still exists (see WithSettle). So a Run that returns right after a
+	// resign leaves the lease, which no longer holds anything, to expire:
+	// a revoke could beat the successor's question and cost it the settle
+	// delay. Otherwise closing revokes, which removes whatever is left.
+	resigned := false
 	closeSession := func() {
-		if s != nil {
+		switch {
+		case s == nil:
+		case resigned:
+			s.CloseWithoutRevoke()
+		default:
 			s.Close()
-			s = nil
 		}
+		s = nil
 	}
 	defer closeSession()
-	// A successor checks whether we resigned by asking for our lease (see
-	// WithSettle); revoking it at once when Run returns could beat that
-	// question and cost the successor the settle delay. Give it a moment.
-	resigned := false
-	defer func() {
-		if resigned && s != nil {
-			time.Sleep(min(r.o.settle, revokeGrace))
-		}
-	}()
 	failures := 0
 	pause := func() {
 		failures++
@@ -139,6 +134,7 @@ func (r *Runner) Run(ctx context.Context) error {
 				continue
 			}
 		}
+		resigned = false
 		e, err := election.New(s, r.prefix)
 		if err != nil { // the session ended since: replace it
 			closeSession()
