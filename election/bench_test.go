@@ -103,26 +103,26 @@ func BenchmarkCampaignResign(b *testing.B) {
 
 // BenchmarkResignToSuccessor measures the time from the start of the
 // leader's Resign to the return of the waiting candidate's Campaign. Two
-// candidates take turns; settle is how long the waiter has been waiting
-// when the leader resigns (its key seen by the leader, plus settle).
+// candidates take turns; queued is how long the waiter has been waiting
+// when the leader resigns (its key seen by the leader, plus queued).
 // ns/op is the mean latency; p50-ms and p99-ms its percentiles.
 func BenchmarkResignToSuccessor(b *testing.B) {
 	cli := benchClient(b)
-	for _, settle := range []time.Duration{5 * time.Millisecond, 200 * time.Millisecond} {
+	for _, queued := range []time.Duration{5 * time.Millisecond, 200 * time.Millisecond} {
 		for _, im := range impls {
-			b.Run(fmt.Sprintf("settle=%v/%s", settle, im.name), func(b *testing.B) {
-				prefix := fmt.Sprintf("/bench/handoff-%s-%v", im.name, settle)
+			b.Run(fmt.Sprintf("queued=%v/%s", queued, im.name), func(b *testing.B) {
+				prefix := fmt.Sprintf("/bench/handoff-%s-%v", im.name, queued)
 				leader, close1 := im.new(b, cli, prefix)
 				defer close1()
 				waiter, close2 := im.new(b, cli, prefix)
 				defer close2()
-				benchHandoff(b, cli, leader, waiter, settle)
+				benchHandoff(b, cli, leader, waiter, queued)
 			})
 		}
 	}
 }
 
-func benchHandoff(b *testing.B, cli *clientv3.Client, leader, waiter candidate, settle time.Duration) {
+func benchHandoff(b *testing.B, cli *clientv3.Client, leader, waiter candidate, queued time.Duration) {
 	ctx := context.Background()
 	if err := leader.campaign(ctx, "v"); err != nil {
 		b.Fatal(err)
@@ -146,7 +146,7 @@ func benchHandoff(b *testing.B, cli *clientv3.Client, leader, waiter candidate, 
 			}
 			time.Sleep(time.Millisecond)
 		}
-		time.Sleep(settle)
+		time.Sleep(queued)
 		start := time.Now()
 		if err := leader.resign(ctx); err != nil {
 			b.Fatal(err)

@@ -24,7 +24,7 @@ func BenchmarkHandover(b *testing.B) {
 		// How long the standby has been queued when the leader stops; a
 		// standby that queued a moment before its predecessor resigned is
 		// the less favourable case (see the election benchmark).
-		settle = 5 * time.Millisecond
+		queuedFor = 5 * time.Millisecond
 	)
 	started := make(chan time.Time, 1)
 	job := func(ctx context.Context, _ *election.Term) error {
@@ -65,7 +65,7 @@ func BenchmarkHandover(b *testing.B) {
 	for i := range b.N {
 		standby := launch(fmt.Sprintf("r%d", i+1))
 		queued()
-		time.Sleep(settle)
+		time.Sleep(queuedFor)
 		t0 := time.Now()
 		leader.cancel()
 		lat = append(lat, (<-started).Sub(t0))
