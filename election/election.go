@@ -103,9 +103,13 @@ func (e *Election) Campaign(ctx context.Context, value string) (*Term, error) {
 	// is deleted; hctx ends with it.
 	hctx, stopH := cancelOn(ctx, h.Done())
 	defer stopH()
-	var followed *mvccpb.KeyValue // the last candidate ahead of us to go
-	for pred != nil {
-		if err := waitfor.Gone(hctx, e.s.Client(), string(pred.Key), pred.CreateRevision, fromRev); err != nil {
+	var (
+		followed ahead // the last candidate ahead of us to go
+		wentAt   int64 // the revision that deleted it, 0 if not known
+	)
+	for pred.kv != nil {
+		var err error
+		if wentAt, err = waitfor.GoneAt(hctx, e.s.Client(), string(pred.kv.Key), pred.kv.CreateRevision, fromRev); err != nil {
 			return nil, e.abandon(ctx, h, err)
 		}
 		// clientv3 retries a read whose connection broke by itself.
@@ -113,7 +117,7 @@ func (e *Election) Campaign(ctx context.Context, value string) (*Term, error) {
 			clientv3.WithPrefix(),
 			clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend),
 			clientv3.WithMaxCreateRev(h.Token()),
-			clientv3.WithLimit(2))
+			clientv3.WithLimit(3)) // ours, the one ahead, and whether any is older
 		if err != nil {
 			return nil, e.abandon(ctx, h, err)
 		}
@@ -124,10 +128,7 @@ func (e *Election) Campaign(ctx context.Context, value string) (*Term, error) {
 			<-hctx.Done()
 			return nil, e.abandon(ctx, h, errKeyGone)
 		}
-		followed, pred = pred, nil
-		if len(kvs) == 2 {
-			pred = kvs[1]
-		}
+		followed, pred = pred, aheadOf(kvs, 0)
 		fromRev = resp.Header.Revision + 1
 	}
 	// No phantom leadership: a session whose Done closed while we waited
@@ -136,10 +137,43 @@ func (e *Election) Campaign(ctx context.Context, value string) (*Term, error) {
 		return nil, e.abandon(ctx, h, err)
 	}
 	t := &Term{Ownership: h, h: h, e: e, value: value}
-	if followed != nil {
-		t.pred, t.followed = leaderOf(followed), true
+	if followed.kv != nil {
+		t.followed = true
+		if followed.leads || e.ledWhenGone(hctx, followed.kv, wentAt) {
+			t.pred = leaderOf(followed.kv)
+		}
 	}
 	return t, nil
+}
+
+// ledWhenGone reports whether kv, which our last read showed waiting
+// behind another candidate, was the oldest key, the leader, just before
+// the revision that deleted it: usually it was (it led, then resigned),
+// but the candidates ahead of us may also have gone close together. One
+// read at that revision; false if that is not known.
+func (e *Election) ledWhenGone(ctx context.Context, kv *mvccpb.KeyValue, wentAt int64) bool {
+	if wentAt == 0 {
+		return false
+	}
+	resp, err := e.s.Client().Get(ctx, keys.Dir(e.prefix),
+		append(clientv3.WithFirstCreate(), clientv3.WithRev(wentAt-1))...)
+	return err == nil && len(resp.Kvs) == 1 &&
+		string(resp.Kvs[0].Key) == string(kv.Key) && resp.Kvs[0].CreateRevision == kv.CreateRevision
+}
+
+// ahead is the candidate just before ours, as of one read.
+type ahead struct {
+	kv    *mvccpb.KeyValue // nil: ours is the oldest key, we lead
+	leads bool             // kv was the oldest key: the leader
+}
+
+// aheadOf finds the candidate ahead of ours in kvs, sorted newest first
+// with ours at i, and one more key if there is one.
+func aheadOf(kvs []*mvccpb.KeyValue, i int) ahead {
+	if i+1 >= len(kvs) {
+		return ahead{}
+	}
+	return ahead{kv: kvs[i+1], leads: i+2 == len(kvs)}
 }
 
 var errKeyGone = errors.New("election: candidate key deleted while waiting")
@@ -147,7 +181,7 @@ var errKeyGone = errors.New("election: candidate key deleted while waiting")
 // enter puts the session's key and reads the candidate just before it, in
 // one Txn. It returns the handle that owns the key, the predecessor (nil if
 // we lead) and the first revision not yet seen.
-func (e *Election) enter(ctx context.Context, value string, release func()) (*own.Handle, *mvccpb.KeyValue, int64, error) {
+func (e *Election) enter(ctx context.Context, value string, release func()) (*own.Handle, ahead, int64, error) {
 	dir := keys.Dir(e.prefix)
 	put := clientv3.OpPut(e.key, value, clientv3.WithLease(e.s.Lease()))
 	byCreate := []clientv3.OpOption{
@@ -155,7 +189,7 @@ func (e *Election) enter(ctx context.Context, value string, release func()) (*ow
 		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend),
 	}
 	// A new key is the newest: it and its predecessor are the first two in
-	// descending create order. An existing key (a leftover of this session,
+	// descending create order (a third says whether the predecessor leads). An existing key (a leftover of this session,
 	// or one an attempt created although its answer was lost) can be
 	// anywhere, so that branch reads them all, keys only. The put keeps an
 	// existing key's create revision, and so its place in the queue.
@@ -165,7 +199,7 @@ func (e *Election) enter(ctx context.Context, value string, release func()) (*ow
 		var err error
 		resp, err = cli.Txn(ctx).
 			If(clientv3.Compare(clientv3.CreateRevision(e.key), "=", 0)).
-			Then(put, clientv3.OpGet(dir, append(byCreate, clientv3.WithLimit(2))...)).
+			Then(put, clientv3.OpGet(dir, append(byCreate, clientv3.WithLimit(3))...)).
 			Else(put, clientv3.OpGet(dir, append(byCreate, clientv3.WithKeysOnly())...)).
 			Commit()
 		if err == nil {
@@ -176,7 +210,7 @@ func (e *Election) enter(ctx context.Context, value string, release func()) (*ow
 		if ctx.Err() != nil || cli.Ctx().Err() != nil || !retry.Transient(err) || retry.Sleep(ctx, attempt) != nil {
 			// The put may have been applied even though we got no answer.
 			e.dropKey(ctx)
-			return nil, nil, 0, err
+			return nil, ahead{}, 0, err
 		}
 	}
 	kvs := resp.Responses[1].GetResponseRange().Kvs
@@ -184,14 +218,10 @@ func (e *Election) enter(ctx context.Context, value string, release func()) (*ow
 		if string(kv.Key) != e.key {
 			continue
 		}
-		var pred *mvccpb.KeyValue
-		if i+1 < len(kvs) {
-			pred = kvs[i+1]
-		}
 		fromRev := resp.Header.Revision + 1
-		return own.New(e.s, e.key, kv.CreateRevision, fromRev, release), pred, fromRev, nil
+		return own.New(e.s, e.key, kv.CreateRevision, fromRev, release), aheadOf(kvs, i), fromRev, nil
 	}
-	return nil, nil, 0, fmt.Errorf("election: key %s missing right after its put", e.key)
+	return nil, ahead{}, 0, fmt.Errorf("election: key %s missing right after its put", e.key)
 }
 
 // dropKey deletes the session's key after a put whose outcome is unknown.

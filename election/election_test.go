@@ -552,3 +552,66 @@ func TestTermFencesWrites(t *testing.T) {
 		t.Fatal("fenced write succeeded after the term")
 	}
 }
+
+// Predecessor names the leader a term followed, also when the candidate
+// it waited for was still queued at its last read; when the candidates
+// ahead went together, the leader before it is not known.
+func TestPredecessor(t *testing.T) {
+	ctx := testutil.Context(t, 20*time.Second)
+	cli := testutil.Client(t)
+	leaderOf := func(tm *election.Term, value string) election.Leader {
+		return election.Leader{Value: value, Key: tm.Key(), Lease: tm.Session().Lease(), Token: tm.Token()}
+	}
+
+	t.Run("chain", func(t *testing.T) {
+		prefix := testutil.Prefix(t)
+		a := campaign(t, ctx, newElection(t, cli, prefix), "a")
+		gotB := campaignAsync(ctx, newElection(t, cli, prefix), "b")
+		waitKeys(t, ctx, cli, prefix, 2)
+		gotC := campaignAsync(ctx, newElection(t, cli, prefix), "c") // waits for b, which waits for a
+		waitKeys(t, ctx, cli, prefix, 3)
+		if err := a.Resign(ctx); err != nil {
+			t.Fatal(err)
+		}
+		b := await(t, ctx, gotB)
+		if b.err != nil {
+			t.Fatal(b.err)
+		}
+		if err := b.term.Resign(ctx); err != nil {
+			t.Fatal(err)
+		}
+		c := await(t, ctx, gotC)
+		if c.err != nil {
+			t.Fatal(c.err)
+		}
+		defer c.term.Resign(ctx)
+		if got, ok := c.term.Predecessor(); !ok || got != leaderOf(b.term, "b") {
+			t.Fatalf("c's predecessor: got %+v, %v; want b, %+v", got, ok, leaderOf(b.term, "b"))
+		}
+	})
+
+	t.Run("went together", func(t *testing.T) {
+		prefix := testutil.Prefix(t)
+		a := campaign(t, ctx, newElection(t, cli, prefix), "a")
+		eb := newElection(t, cli, prefix)
+		bctx, cancelB := context.WithCancel(ctx)
+		defer cancelB()
+		gotB := campaignAsync(bctx, eb, "b")
+		waitKeys(t, ctx, cli, prefix, 2)
+		gotC := campaignAsync(ctx, newElection(t, cli, prefix), "c")
+		waitKeys(t, ctx, cli, prefix, 3)
+		// The leader and the waiter ahead of c go at one revision.
+		if _, err := cli.Txn(ctx).Then(clientv3.OpDelete(a.Key()), clientv3.OpDelete(eb.Key())).Commit(); err != nil {
+			t.Fatal(err)
+		}
+		c := await(t, ctx, gotC)
+		if c.err != nil {
+			t.Fatal(c.err)
+		}
+		defer c.term.Resign(ctx)
+		if got, ok := c.term.Predecessor(); !ok || got.Token != 0 {
+			t.Fatalf("c's predecessor: got %+v, %v; want the zero Leader, true", got, ok)
+		}
+		await(t, ctx, gotB) // lost its key: an error
+	})
+}

@@ -143,9 +143,10 @@ func isUnavailable(err error) bool {
 	return strings.Contains(err.Error(), "Unavailable") || strings.Contains(err.Error(), "unavailable")
 }
 
-// A Campaign whose transaction is lost with its connection (it may or may
-// not have been applied) tries again and leads, keeping the key if the lost
-// attempt created it.
+// A Campaign whose transaction is lost with its connection tries again and
+// leads. (Here the proxy drops the transaction before the server sees it;
+// a lost attempt that was applied leaves a key, which the retry takes over
+// as TestCampaignTakesOverLeftoverKey shows.)
 func TestCampaignRetriesOnBrokenConnection(t *testing.T) {
 	ctx := testutil.Context(t, time.Minute)
 	target := strings.TrimPrefix(testutil.Server(t).Endpoints()[0], "http://")

@@ -21,8 +21,8 @@ type Term struct {
 	h                  *own.Handle
 	e                  *Election
 
-	pred     Leader // the candidate whose key's deletion made us leader
-	followed bool   // pred is set: Campaign waited for a predecessor
+	pred     Leader // the leader before us, if known; see Predecessor
+	followed bool   // Campaign waited for a candidate ahead of it
 
 	mu       sync.Mutex
 	value    string
@@ -39,15 +39,15 @@ func (t *Term) Value() string {
 	return t.value
 }
 
-// Predecessor returns the candidate whose key's deletion ended this term's
-// wait, as Campaign last read it, and true; or false if Campaign led as
-// soon as its key was written. It is the previous leader, unless several
-// candidates ahead went at once: then it is the last one Campaign waited
-// for.
+// Predecessor returns the leader this term followed: the candidate whose
+// key's deletion ended Campaign's wait, if Campaign's last read showed it
+// leading, and true. If it was a waiter then (the candidates ahead went
+// close together) the previous leader is not known: the zero Leader (Token
+// 0) and true. If Campaign led as soon as its key was written: false.
 //
-// A caller can ask whether it resigned or its lease ended (revoked or
-// expired) with cli.TimeToLive(ctx, p.Lease): leaderjob does, to give a
-// predecessor that did not resign time to hear that it lost.
+// A caller can ask whether the previous leader resigned or lost its lease
+// (revoked or expired) with cli.TimeToLive(ctx, p.Lease): leaderjob does,
+// to give a leader that did not resign time to hear that it lost.
 func (t *Term) Predecessor() (Leader, bool) { return t.pred, t.followed }
 
 // Proclaim replaces the leader's value without a new election, in one Txn

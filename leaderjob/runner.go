@@ -243,20 +243,35 @@ func (r *Runner) work(ctx context.Context, t *election.Term) (outcome, error) {
 }
 
 // settle waits, before a term's first job, if the predecessor did not
-// resign: see WithSettle. A failed check counts as "did not resign". It
-// reports whether the job may start: false if t or ctx ended meanwhile.
+// resign: see WithSettle. A predecessor that is not known (the candidates
+// ahead went close together) or whose check fails counts as "did not
+// resign". It reports whether the job may start: false if t or ctx ended
+// meanwhile.
 func (r *Runner) settle(ctx context.Context, t *election.Term) bool {
 	pred, ok := t.Predecessor()
 	if !ok || r.o.settle == 0 {
 		return true
 	}
-	cctx, cancel := context.WithTimeout(ctx, r.o.settle)
-	resp, err := r.cli.TimeToLive(cctx, pred.Lease)
-	cancel()
-	if err == nil && resp.TTL > 0 {
+	if pred.Token != 0 && r.leaseAlive(ctx, t, pred.Lease) {
 		return true
 	}
 	return sleep(ctx, t.Done(), r.o.settle)
+}
+
+// leaseAlive asks whether lease still exists, giving up after the settle
+// delay or when t ends.
+func (r *Runner) leaseAlive(ctx context.Context, t *election.Term, lease clientv3.LeaseID) bool {
+	cctx, cancel := context.WithTimeout(ctx, r.o.settle)
+	defer cancel()
+	go func() { // ends with cctx, which cancel ends on return
+		select {
+		case <-t.Done():
+			cancel()
+		case <-cctx.Done():
+		}
+	}()
+	resp, err := r.cli.TimeToLive(cctx, lease)
+	return err == nil && resp.TTL > 0
 }
 
 // runJob runs the job once with a ctx cancelled when t ends or ctx ends,
