@@ -78,7 +78,9 @@ func (e *Election) Key() string { return e.key }
 // attempt did apply finds its key and keeps its place.
 //
 // Uncontended, Campaign is one Txn. Contended, it adds one Range each time
-// the candidate before it goes.
+// the candidate before it goes, and one more at the end if that candidate
+// was still queued at its last read (to learn, for Term.Predecessor,
+// whether it led when it went).
 func (e *Election) Campaign(ctx context.Context, value string) (*Term, error) {
 	if err := e.s.Err(); err != nil {
 		return nil, e.errorf("campaign", err)
