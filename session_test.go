@@ -137,18 +137,9 @@ func TestSessionLostWhenLeaseRevokedElsewhere(t *testing.T) {
 // fault proxy.
 func proxiedClient(t *testing.T) (*clientv3.Client, *faultproxy.Proxy) {
 	t.Helper()
-	srv := testutil.Server(t)
-	p, err := faultproxy.New("127.0.0.1:0", trimScheme(srv.Endpoints()[0]))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() })
-	cfg := srv.ClientConfig()
-	cfg.Endpoints = []string{"http://" + p.Addr()}
+	cfg, p := testutil.ProxiedConfig(t)
 	return testutil.ClientWith(t, cfg), p
 }
-
-func trimScheme(u string) string { return u[len("http://"):] }
 
 // The central promise: when renewals stop reaching the server, Done closes
 // before the server expires the lease and deletes what the session owned.

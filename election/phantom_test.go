@@ -18,16 +18,8 @@ import (
 // through a fault proxy.
 func proxiedClient(t *testing.T) (*clientv3.Client, *faultproxy.Proxy) {
 	t.Helper()
-	target := strings.TrimPrefix(testutil.Server(t).Endpoints()[0], "http://")
-	p, err := faultproxy.New("127.0.0.1:0", target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := testutil.Server(t).ClientConfig()
-	cfg.Endpoints = []string{"http://" + p.Addr()}
-	cli := testutil.ClientWith(t, cfg) // registered first, so closed after the proxy
-	t.Cleanup(func() { p.Close() })
-	return cli, p
+	cfg, p := testutil.ProxiedConfig(t)
+	return testutil.ClientWith(t, cfg), p
 }
 
 // A candidate whose lease is revoked while it waits never returns as
@@ -149,14 +141,7 @@ func isUnavailable(err error) bool {
 // as TestCampaignTakesOverLeftoverKey shows.)
 func TestCampaignRetriesOnBrokenConnection(t *testing.T) {
 	ctx := testutil.Context(t, time.Minute)
-	target := strings.TrimPrefix(testutil.Server(t).Endpoints()[0], "http://")
-	p, err := faultproxy.New("127.0.0.1:0", target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() }) // after the client and session
-	cfg := testutil.Server(t).ClientConfig()
-	cfg.Endpoints = []string{"http://" + p.Addr()}
+	cfg, p := testutil.ProxiedConfig(t)
 	rpc := testutil.NewRPCCounter()
 	rpc.Count(&cfg)
 	prefix := testutil.Prefix(t)

@@ -10,7 +10,6 @@ import (
 
 	"github.com/lockstep-go/lockstep"
 	"github.com/lockstep-go/lockstep/embedded"
-	"github.com/lockstep-go/lockstep/internal/faultproxy"
 	"github.com/lockstep-go/lockstep/internal/retry"
 	"github.com/lockstep-go/lockstep/internal/testutil"
 	"github.com/lockstep-go/lockstep/mutex"
@@ -148,13 +147,7 @@ func TestWaiterCutOffFails(t *testing.T) {
 // error that may pass does not fail the Lock.
 func TestLockRetriesEnqueueOnBrokenConnection(t *testing.T) {
 	ctx := testutil.Context(t, time.Minute)
-	p, err := faultproxy.New("127.0.0.1:0", hostOf(testutil.Server(t).Endpoints()[0]))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() }) // after the client and session
-	cfg := testutil.Server(t).ClientConfig()
-	cfg.Endpoints = []string{"http://" + p.Addr()}
+	cfg, p := testutil.ProxiedConfig(t)
 	rpc := testutil.NewRPCCounter()
 	rpc.Count(&cfg)
 	s := testutil.Session(t, testutil.ClientWith(t, cfg))

@@ -78,13 +78,7 @@ func TestLockFailsWhenSessionDiesWhileWaiting(t *testing.T) {
 
 			// The waiter talks to etcd through a proxy so that its
 			// network can fail.
-			p, err := faultproxy.New("127.0.0.1:0", hostOf(testutil.Server(t).Endpoints()[0]))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { p.Close() }) // after the client and session
-			cfg := testutil.Server(t).ClientConfig()
-			cfg.Endpoints = []string{"http://" + p.Addr()}
+			cfg, p := testutil.ProxiedConfig(t)
 			wcli := testutil.ClientWith(t, cfg)
 			ws := testutil.Session(t, wcli, lockstep.WithTTL(2*time.Second))
 			w := lockAsync(ctx, newMutex(t, ws, prefix))
@@ -141,13 +135,4 @@ func TestLockAfterRevokeJustBeforeHandoff(t *testing.T) {
 		}
 	}
 	t.Logf("%d of 20 Lock calls returned before hearing of the revoke", succeeded)
-}
-
-func hostOf(endpoint string) string {
-	for _, scheme := range []string{"http://", "https://", "unix://"} {
-		if len(endpoint) > len(scheme) && endpoint[:len(scheme)] == scheme {
-			return endpoint[len(scheme):]
-		}
-	}
-	return endpoint
 }
