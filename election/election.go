@@ -11,6 +11,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/lockstep-go/lockstep"
+	"github.com/lockstep-go/lockstep/internal/ctxs"
 	"github.com/lockstep-go/lockstep/internal/keys"
 	"github.com/lockstep-go/lockstep/internal/own"
 	"github.com/lockstep-go/lockstep/internal/retry"
@@ -87,7 +88,7 @@ func (e *Election) Campaign(ctx context.Context, value string) (*Term, error) {
 	}
 	// Until the term exists, nothing else stops an RPC stuck on an
 	// unreachable server when the session ends.
-	sctx, stop := cancelOn(ctx, e.s.Done())
+	sctx, stop := ctxs.EndWith(ctx, e.s.Done(), nil)
 	defer stop()
 
 	release, err := own.Reserve(sctx, e.s, e.key)
@@ -103,7 +104,7 @@ func (e *Election) Campaign(ctx context.Context, value string) (*Term, error) {
 
 	// From here the handle's watcher ends h if the session ends or our key
 	// is deleted; hctx ends with it.
-	hctx, stopH := cancelOn(ctx, h.Done())
+	hctx, stopH := ctxs.EndWith(ctx, h.Done(), nil)
 	defer stopH()
 	var (
 		followed ahead // the last candidate ahead of us to go
@@ -181,8 +182,8 @@ func aheadOf(kvs []*mvccpb.KeyValue, i int) ahead {
 var errKeyGone = errors.New("election: candidate key deleted while waiting")
 
 // enter puts the session's key and reads the candidate just before it, in
-// one Txn. It returns the handle that owns the key, the predecessor (nil if
-// we lead) and the first revision not yet seen.
+// one Txn. It returns the handle that owns the key, the candidate ahead of
+// it (none if we lead) and the first revision not yet seen.
 func (e *Election) enter(ctx context.Context, value string, release func()) (*own.Handle, ahead, int64, error) {
 	dir := keys.Dir(e.prefix)
 	put := clientv3.OpPut(e.key, value, clientv3.WithLease(e.s.Lease()))
@@ -191,10 +192,11 @@ func (e *Election) enter(ctx context.Context, value string, release func()) (*ow
 		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend),
 	}
 	// A new key is the newest: it and its predecessor are the first two in
-	// descending create order (a third says whether the predecessor leads). An existing key (a leftover of this session,
-	// or one an attempt created although its answer was lost) can be
-	// anywhere, so that branch reads them all, keys only. The put keeps an
-	// existing key's create revision, and so its place in the queue.
+	// descending create order, and a third says whether the predecessor
+	// leads. An existing key (a leftover of this session, or one an attempt
+	// created although its answer was lost) can be anywhere, so that branch
+	// reads them all, keys only. The put keeps an existing key's create
+	// revision, and so its place in the queue.
 	cli := e.s.Client()
 	var resp *clientv3.TxnResponse
 	for attempt := 0; ; attempt++ {
@@ -281,23 +283,3 @@ func (e *Election) Leader(ctx context.Context) (Leader, error) { return e.obs.Le
 // Observe reports the leader: the current state first, then every change
 // (see Observer.Observe). The channel is closed when ctx ends.
 func (e *Election) Observe(ctx context.Context) <-chan Leader { return e.obs.Observe(ctx) }
-
-// cancelOn returns a context cancelled when ctx ends or done closes, and a
-// stop function that cancels it and waits for the goroutine that watches
-// done. stop may be called more than once.
-func cancelOn(ctx context.Context, done <-chan struct{}) (context.Context, func()) {
-	cctx, cancel := context.WithCancel(ctx)
-	exited := make(chan struct{})
-	go func() {
-		defer close(exited)
-		select {
-		case <-done:
-			cancel()
-		case <-cctx.Done():
-		}
-	}()
-	return cctx, func() {
-		cancel()
-		<-exited
-	}
-}

@@ -150,13 +150,7 @@ func TestCampaignRetriesOnBrokenConnection(t *testing.T) {
 	p.SetDelay(2 * time.Second) // the transaction waits in the proxy
 	rpc.Reset()
 	got := campaignAsync(ctx, e, "a")
-	for rpc.Calls("Txn") == 0 {
-		select {
-		case <-ctx.Done():
-			t.Fatal("Campaign sent no transaction")
-		case <-time.After(time.Millisecond):
-		}
-	}
+	rpc.AwaitCall(t, ctx, "Txn")
 	p.DropConnections() // what the proxy held is lost with them
 	p.SetDelay(0)
 	r := await(t, ctx, got)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/lockstep-go/lockstep"
 	"github.com/lockstep-go/lockstep/election"
+	"github.com/lockstep-go/lockstep/internal/ctxs"
 	"github.com/lockstep-go/lockstep/internal/keys"
 )
 
@@ -261,15 +262,10 @@ func (r *Runner) settle(ctx context.Context, t *election.Term) bool {
 // leaseAlive asks whether lease still exists, giving up after the settle
 // delay or when t ends.
 func (r *Runner) leaseAlive(ctx context.Context, t *election.Term, lease clientv3.LeaseID) bool {
-	cctx, cancel := context.WithTimeout(ctx, r.o.settle)
+	tctx, cancel := context.WithTimeout(ctx, r.o.settle)
 	defer cancel()
-	go func() { // ends with cctx, which cancel ends on return
-		select {
-		case <-t.Done():
-			cancel()
-		case <-cctx.Done():
-		}
-	}()
+	cctx, stop := ctxs.EndWith(tctx, t.Done(), nil)
+	defer stop()
 	resp, err := r.cli.TimeToLive(cctx, lease)
 	return err == nil && resp.TTL > 0
 }
@@ -277,20 +273,8 @@ func (r *Runner) leaseAlive(ctx context.Context, t *election.Term, lease clientv
 // runJob runs the job once with a ctx cancelled when t ends or ctx ends,
 // and reports whether that ctx was cancelled by the time the job returned.
 func (r *Runner) runJob(ctx context.Context, t *election.Term) (interrupted bool, err error) {
-	jctx, cancel := context.WithCancel(ctx)
-	exited := make(chan struct{})
-	go func() {
-		defer close(exited)
-		select {
-		case <-t.Done():
-			cancel()
-		case <-jctx.Done():
-		}
-	}()
-	defer func() {
-		cancel()
-		<-exited
-	}()
+	jctx, stop := ctxs.EndWith(ctx, t.Done(), nil)
+	defer stop()
 	err = r.job(jctx, t)
 	return jctx.Err() != nil, err
 }

@@ -417,3 +417,43 @@ func TestRunReturnsWhenClientCloses(t *testing.T) {
 		t.Fatal("Run still running 30s after its client was closed")
 	}
 }
+
+// A runner that settles after taking over from a revoked leader gives the
+// term up if it ends meanwhile: it starts no job in it and campaigns again
+// with a new session, rather than sleeping out the delay (an hour here).
+func TestSettleEndsWithTheTerm(t *testing.T) {
+	ctx := testutil.Context(t, 30*time.Second)
+	cli := testutil.Client(t)
+	prefix := testutil.Prefix(t)
+	rec := newRecorder()
+	settle := leaderjob.WithSettle(time.Hour)
+	start(t, newRunner(t, cli, prefix, rec.job("a"), settle))
+	a := rec.next(t, ctx)
+	elected := make(chan *election.Term, 4)
+	start(t, newRunner(t, cli, prefix, rec.job("b"), settle,
+		leaderjob.WithOnElected(func(t *election.Term) { elected <- t })))
+	waitKeys(t, ctx, cli, prefix, 2)
+
+	if _, err := cli.Revoke(ctx, a.lease); err != nil {
+		t.Fatal(err)
+	}
+	var b *election.Term
+	select {
+	case b = <-elected: // b leads and settles: a's lease is gone
+	case <-ctx.Done():
+		t.Fatal("b was not elected")
+	}
+	if _, err := cli.Revoke(ctx, b.Session().Lease()); err != nil {
+		t.Fatal(err)
+	}
+	// b's key is back, with a new session, only once its settle gave up
+	// the ended term; a's (a new session too) was there already.
+	waitKeys(t, ctx, cli, prefix, 2)
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for _, r := range rec.runs {
+		if r.token == b.Token() {
+			t.Fatalf("%s ran a job in the term that ended while it settled", r.runner)
+		}
+	}
+}

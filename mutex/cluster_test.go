@@ -10,7 +10,6 @@ import (
 
 	"github.com/lockstep-go/lockstep"
 	"github.com/lockstep-go/lockstep/embedded"
-	"github.com/lockstep-go/lockstep/internal/retry"
 	"github.com/lockstep-go/lockstep/internal/testutil"
 	"github.com/lockstep-go/lockstep/mutex"
 )
@@ -156,11 +155,7 @@ func TestLockRetriesEnqueueOnBrokenConnection(t *testing.T) {
 	p.SetDelay(2 * time.Second) // the transaction waits in the proxy
 	rpc.Reset()
 	w := lockAsync(ctx, m)
-	for rpc.Calls("Txn") == 0 {
-		if err := retry.Sleep(ctx, 0); err != nil {
-			t.Fatal("Lock sent no transaction")
-		}
-	}
+	rpc.AwaitCall(t, ctx, "Txn")
 	p.DropConnections() // what the proxy held is lost with them
 	p.SetDelay(0)
 	r := await(t, ctx, w)

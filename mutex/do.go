@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	"github.com/lockstep-go/lockstep"
+	"github.com/lockstep-go/lockstep/internal/ctxs"
 )
 
 // Do locks the mutex, runs fn while holding it, and unlocks it.
@@ -23,19 +24,9 @@ func (m *Mutex) Do(ctx context.Context, fn func(ctx context.Context, l *Lock) er
 	if err != nil {
 		return err
 	}
-	fctx, cancel := context.WithCancelCause(ctx)
-	watching := make(chan struct{})
-	go func() {
-		defer close(watching)
-		select {
-		case <-l.Done():
-			cancel(l.Err())
-		case <-fctx.Done():
-		}
-	}()
+	fctx, stop := ctxs.EndWith(ctx, l.Done(), l.Err)
 	ferr := fn(fctx, l)
-	cancel(nil)
-	<-watching
+	stop()
 
 	uctx, ucancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer ucancel()

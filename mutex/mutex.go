@@ -11,6 +11,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/lockstep-go/lockstep"
+	"github.com/lockstep-go/lockstep/internal/ctxs"
 	"github.com/lockstep-go/lockstep/internal/keys"
 	"github.com/lockstep-go/lockstep/internal/own"
 	"github.com/lockstep-go/lockstep/internal/retry"
@@ -188,8 +189,8 @@ func (m *Mutex) enqueue(ctx context.Context, release func()) (*own.Handle, place
 	// retried: if the failed attempt did create our key, the retry finds
 	// it (the Else branch) and keeps its place.
 	cli := m.s.Client()
-	sctx, cancel := untilDone(ctx, m.s.Done()) // an attempt ends with the session
-	defer cancel()
+	sctx, stop := ctxs.EndWith(ctx, m.s.Done(), nil) // an attempt ends with the session
+	defer stop()
 	var resp *clientv3.TxnResponse
 	for attempt := 0; ; attempt++ {
 		var err error
@@ -242,8 +243,8 @@ func (m *Mutex) position(ctx context.Context, h *own.Handle) (place, error) {
 	cli := m.s.Client()
 	// An attempt can wait for a connection that never comes (a member cut
 	// off): it ends with our place too.
-	qctx, cancel := untilDone(ctx, h.Done())
-	defer cancel()
+	qctx, stop := ctxs.EndWith(ctx, h.Done(), nil)
+	defer stop()
 	for attempt := 0; ; attempt++ {
 		resp, err := cli.Txn(qctx).Then(
 			clientv3.OpGet(m.key),
@@ -282,20 +283,6 @@ func pause(ctx context.Context, attempt int, end <-chan struct{}, reason func() 
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-}
-
-// untilDone returns a context that ends with ctx or when done closes. Its
-// goroutine ends when cancel is called, which the caller must do.
-func untilDone(ctx context.Context, done <-chan struct{}) (context.Context, context.CancelFunc) {
-	dctx, cancel := context.WithCancel(ctx)
-	go func() {
-		select {
-		case <-done:
-			cancel()
-		case <-dctx.Done():
-		}
-	}()
-	return dctx, cancel
 }
 
 // placeIn reads our place from position's answer.

@@ -5,6 +5,7 @@ import (
 	"path"
 	"sync"
 	"testing"
+	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -47,6 +48,20 @@ func (c *RPCCounter) Calls(method string) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.calls[method]
+}
+
+// AwaitCall fails t unless a call of method is made (since the last Reset)
+// before ctx ends: for a test that breaks the network while that call is
+// in flight.
+func (c *RPCCounter) AwaitCall(t testing.TB, ctx context.Context, method string) {
+	t.Helper()
+	for c.Calls(method) == 0 {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("no %s call was made", method)
+		case <-time.After(time.Millisecond):
+		}
+	}
 }
 
 // KV returns the number of key-value calls (Range, Put, DeleteRange, Txn)
