@@ -38,8 +38,9 @@ var (
 	// operator's etcdctl del, a lease revoked from outside).
 	ErrLost = errors.New("lockstep: ownership lost")
 
-	// ErrInvalidPrefix is returned for an empty prefix or one that ends in
-	// "/" (the primitives add the separator themselves, as etcd's
-	// concurrency package does).
+	// ErrInvalidPrefix is returned for an empty prefix, "/" alone, or one
+	// that ends in "//". The primitives add the separator themselves, as
+	// etcd's concurrency package does, so one trailing "/" is accepted and
+	// names what it names there: "/a/" keeps its keys under "/a//".
 	ErrInvalidPrefix = errors.New("lockstep: invalid prefix")
 )

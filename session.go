@@ -4,12 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"sync"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/lockstep-go/lockstep/internal/retry"
 )
 
 const (
@@ -24,9 +25,6 @@ const (
 
 	// MinMargin is the smallest default safety margin; see WithMargin.
 	MinMargin = time.Second
-
-	// maxCloseTimeout bounds how long Close waits for the revoke.
-	maxCloseTimeout = 5 * time.Second
 )
 
 // Session is one etcd lease kept alive in the background. Everything a
@@ -43,6 +41,11 @@ const (
 // Closing the session's etcd client ends it at once (ErrSessionLost): it
 // could neither renew the lease nor act on what it owns.
 //
+// A key that a primitive could not clean up (its delete failed while the
+// session lives on: a cancelled wait during a network outage) is handed to
+// the session, which keeps deleting it, with backoff, until etcd answers
+// or the session ends; the lease removes what is left then.
+//
 // A Session is safe for concurrent use.
 type Session struct {
 	cli    *clientv3.Client
@@ -51,9 +54,13 @@ type Session struct {
 	margin time.Duration
 
 	done     chan struct{}
+	ctx      context.Context // ends with the session, with its Err as the cause
+	cancel   context.CancelCauseFunc
 	stopLoop context.CancelFunc
 	loopDone chan struct{}
 	expiry   *time.Timer
+	reserved reservations
+	janitor  janitor
 
 	mu        sync.Mutex
 	err       error
@@ -131,12 +138,15 @@ func NewSession(ctx context.Context, cli *clientv3.Client, opts ...SessionOption
 	}
 
 	loopCtx, stop := context.WithCancel(context.Background())
+	sctx, cancel := context.WithCancelCause(context.Background())
 	s := &Session{
 		cli:      cli,
 		lease:    resp.ID,
 		ttl:      o.ttl,
 		margin:   o.margin,
 		done:     make(chan struct{}),
+		ctx:      sctx,
+		cancel:   cancel,
 		stopLoop: stop,
 		loopDone: make(chan struct{}),
 		deadline: sent.Add(time.Duration(resp.TTL)*time.Second - o.margin),
@@ -174,7 +184,8 @@ func (s *Session) Err() error {
 // Close stops the keepalives and revokes the lease, which releases at once
 // everything the session owns. It waits for the revoke at most the smaller
 // of the TTL and 5s; if the revoke fails, or cannot be sent because the
-// client is closed, the lease still expires on its own.
+// client is closed, the lease still expires on its own. Every handle of
+// the session ends with ErrSessionClosed.
 // Close is idempotent and returns the same result each time.
 func (s *Session) Close() error { return s.close(true) }
 
@@ -193,6 +204,7 @@ func (s *Session) close(revoke bool) error {
 		s.stopLoop()
 		<-s.loopDone
 		s.expiry.Stop()
+		s.waitJanitor()
 
 		s.mu.Lock()
 		gone := s.leaseGone
@@ -205,7 +217,7 @@ func (s *Session) close(revoke bool) error {
 			s.closeErr = fmt.Errorf("lockstep: revoke lease %x: etcd client closed: %w", int64(s.lease), err)
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), min(s.ttl, maxCloseTimeout))
+		ctx, cancel := context.WithTimeout(context.Background(), min(s.ttl, retry.CleanupTimeout))
 		defer cancel()
 		_, err := s.cli.Revoke(ctx, s.lease)
 		if err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
@@ -261,17 +273,11 @@ func (s *Session) keepAlive(ctx context.Context) {
 			s.mu.Unlock()
 			return
 		default:
-			timer.Reset(retryDelay(interval))
+			// A quarter of the interval, jittered so that many sessions
+			// that lost the same server do not retry in step.
+			timer.Reset(max(retry.Jitter(interval/4), 20*time.Millisecond))
 		}
 	}
-}
-
-// retryDelay is a quarter of the renewal interval, jittered by ±50% so that
-// many sessions that lost the same server do not retry in step.
-func retryDelay(interval time.Duration) time.Duration {
-	d := interval / 4
-	d = d/2 + rand.N(d+1)
-	return max(d, 20*time.Millisecond)
 }
 
 func (s *Session) currentDeadline() time.Time {
@@ -317,4 +323,6 @@ func (s *Session) endLocked(err error) {
 	}
 	s.err = err
 	close(s.done)
+	s.cancel(err)
+	s.reserved.clear()
 }

@@ -4,20 +4,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/lockstep-go/lockstep"
 	"github.com/lockstep-go/lockstep/internal/keys"
 	"github.com/lockstep-go/lockstep/internal/retry"
+	"github.com/lockstep-go/lockstep/internal/rpc"
 )
 
-// Barrier is a gate: while it is held, Wait blocks; Release opens it for
-// every waiter at once. The barrier is one etcd key, the name given to New;
-// it is held while that key exists. etcdctl put and del on that key hold
-// and release it too, and so does etcd's recipe.Barrier.
+// Barrier is a gate: while it is held, Wait blocks; releasing the hold
+// opens it for every waiter at once. The barrier is one etcd key, the name
+// given to New; it is held while that key exists. etcdctl put and del on
+// that key hold and release it too, and so does etcd's recipe.Barrier.
 //
 // A Barrier is safe for concurrent use.
 type Barrier struct {
@@ -67,42 +68,61 @@ func New(cli *clientv3.Client, key string, opts ...Option) (*Barrier, error) {
 // Key returns the etcd key that represents the barrier.
 func (b *Barrier) Key() string { return b.key }
 
-// Hold closes the barrier: Wait blocks until Release. It returns ErrHeld if
-// the barrier is already held, by anyone. One transaction.
-func (b *Barrier) Hold(ctx context.Context) error {
+// Hold closes the barrier: Wait blocks until the hold is released. It
+// returns the Hold, which implements lockstep.Ownership, or ErrHeld if the
+// barrier is already held, by anyone. One transaction; errors that may
+// pass are retried, and a retry recognises a hold that an attempt whose
+// answer was lost took (by the nonce it wrote).
+func (b *Barrier) Hold(ctx context.Context) (*Hold, error) {
 	lease := clientv3.NoLease
 	if b.s != nil {
 		if err := b.s.Err(); err != nil {
-			return fmt.Errorf("barrier: hold %s: %w", b.key, err)
+			return nil, fmt.Errorf("barrier: hold %s: %w", b.key, err)
 		}
 		lease = b.s.Lease()
 	}
-	resp, err := b.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(b.key), "=", 0)).
-		Then(clientv3.OpPut(b.key, "", clientv3.WithLease(lease))).
-		Else(clientv3.OpGet(b.key)).
-		Commit()
-	switch {
-	case err == nil:
-	case errors.Is(err, rpctypes.ErrLeaseNotFound):
-		return fmt.Errorf("barrier: hold %s: %w: lease %x not found", b.key, lockstep.ErrSessionLost, int64(lease))
-	default:
-		return wrap(ctx, "hold "+b.key, err)
-	}
-	if !resp.Succeeded {
-		rev := int64(0)
-		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 {
-			rev = kvs[0].CreateRevision
+	nonce := fmt.Sprintf("%x-%016x", int64(lease), rand.Uint64())
+	res, err := rpc.Commit(ctx, b.cli, b.s, rpc.Txn{
+		If:   []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(b.key), "=", 0)},
+		Then: []clientv3.Op{clientv3.OpPut(b.key, nonce, clientv3.WithLease(lease))},
+		Else: []clientv3.Op{clientv3.OpGet(b.key)},
+	})
+	if err != nil {
+		if res.Retried {
+			// The put may have been applied, or may still be.
+			rpc.Sweep(ctx, b.cli, b.s, rpc.Cleanup{
+				If:      []clientv3.Cmp{clientv3.Compare(clientv3.Value(b.key), "=", nonce)},
+				Then:    []clientv3.Op{clientv3.OpDelete(b.key)},
+				Recheck: rpc.InFlight,
+			})
 		}
-		return fmt.Errorf("%w: %s since revision %d", ErrHeld, b.key, rev)
+		return nil, wrap(ctx, "hold "+b.key, err)
 	}
-	return nil
+	rev := res.Header.Revision
+	if !res.Succeeded {
+		kvs := res.Responses[0].GetResponseRange().Kvs
+		if len(kvs) == 0 || string(kvs[0].Value) != nonce {
+			held := int64(0)
+			if len(kvs) == 1 {
+				held = kvs[0].CreateRevision
+			}
+			return nil, fmt.Errorf("%w: %s since revision %d", ErrHeld, b.key, held)
+		}
+		rev = kvs[0].CreateRevision // ours, from an attempt whose answer was lost
+	}
+	return b.newHold(rev, res.Header.Revision+1), nil
 }
 
-// Release opens the barrier, whoever held it, and wakes every waiter. It
-// is not an error to release an open barrier. One request.
+// Release opens the barrier, whoever held it, and wakes every waiter: an
+// operator's tool (etcdctl del does the same). A holder releases its own
+// hold with Hold.Release, which never opens someone else's. It is not an
+// error to release an open barrier. One request.
 func (b *Barrier) Release(ctx context.Context) error {
-	if _, err := b.cli.Delete(ctx, b.key); err != nil {
+	err := rpc.Do(ctx, b.cli, nil, func(ctx context.Context) error {
+		_, err := b.cli.Delete(ctx, b.key)
+		return err
+	})
+	if err != nil {
 		return wrap(ctx, "release "+b.key, err)
 	}
 	return nil
@@ -131,11 +151,8 @@ func (b *Barrier) wait(ctx context.Context, found *int64) error {
 		return err
 	}
 	defer w.cancel()
-	resp, err := b.cli.Get(ctx, b.key)
+	resp, err := rpc.Get(ctx, b.cli, nil, b.key)
 	if err != nil {
-		if transient(b.cli, err) && ctx.Err() == nil {
-			return errResync
-		}
 		return wrap(ctx, "wait "+b.key, err)
 	}
 	if len(resp.Kvs) == 0 {

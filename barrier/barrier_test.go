@@ -25,13 +25,13 @@ func TestNewRejectsBadInput(t *testing.T) {
 	}{
 		{"barrier nil client", func() error { _, err := barrier.New(nil, "/b"); return err }, lockstep.ErrNilClient},
 		{"barrier empty key", func() error { _, err := barrier.New(cli, ""); return err }, lockstep.ErrInvalidPrefix},
-		{"barrier trailing slash", func() error { _, err := barrier.New(cli, "/b/"); return err }, lockstep.ErrInvalidPrefix},
+		{"barrier two trailing slashes", func() error { _, err := barrier.New(cli, "/b//"); return err }, lockstep.ErrInvalidPrefix},
 		{"barrier nil session", func() error { _, err := barrier.New(cli, "/b", barrier.WithSession(nil)); return err }, lockstep.ErrNilSession},
 		{"barrier closed session", func() error { _, err := barrier.New(cli, "/b", barrier.WithSession(closed)); return err }, lockstep.ErrSessionClosed},
 		{"double nil session", func() error { _, err := barrier.NewDouble(nil, "/d", 2); return err }, lockstep.ErrNilSession},
 		{"double closed session", func() error { _, err := barrier.NewDouble(closed, "/d", 2); return err }, lockstep.ErrSessionClosed},
 		{"double empty prefix", func() error { _, err := barrier.NewDouble(s, "", 2); return err }, lockstep.ErrInvalidPrefix},
-		{"double trailing slash", func() error { _, err := barrier.NewDouble(s, "/d/", 2); return err }, lockstep.ErrInvalidPrefix},
+		{"double two trailing slashes", func() error { _, err := barrier.NewDouble(s, "/d//", 2); return err }, lockstep.ErrInvalidPrefix},
 		{"double zero count", func() error { _, err := barrier.NewDouble(s, "/d", 0); return err }, barrier.ErrInvalidCount},
 		{"double negative count", func() error { _, err := barrier.NewDouble(s, "/d", -1); return err }, barrier.ErrInvalidCount},
 		{"double count too large", func() error { _, err := barrier.NewDouble(s, "/d", barrier.MaxCount+1); return err }, barrier.ErrInvalidCount},
@@ -113,13 +113,13 @@ func TestBarrierHoldReleaseWait(t *testing.T) {
 	}
 
 	rpc.Reset()
-	if err := b.Hold(ctx); err != nil {
+	if _, err := b.Hold(ctx); err != nil {
 		t.Fatalf("Hold: %v", err)
 	}
 	if got := rpc.Calls("Txn"); got != 1 || rpc.KV() != 1 {
 		t.Fatalf("Hold: %d Txn, %d KV calls, want 1 and 1", got, rpc.KV())
 	}
-	if err := b.Hold(ctx); !errors.Is(err, barrier.ErrHeld) {
+	if _, err := b.Hold(ctx); !errors.Is(err, barrier.ErrHeld) {
 		t.Fatalf("second Hold: got %v, want ErrHeld", err)
 	}
 
@@ -168,7 +168,7 @@ func TestBarrierHoldReleaseWait(t *testing.T) {
 	if err := b.Release(ctx); err != nil {
 		t.Fatalf("Release of an open barrier: %v", err)
 	}
-	if err := b.Hold(ctx); err != nil {
+	if _, err := b.Hold(ctx); err != nil {
 		t.Fatalf("Hold after Release: %v", err)
 	}
 	if err := b.Release(ctx); err != nil {
@@ -183,7 +183,7 @@ func TestBarrierWaitCancelled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Hold(ctx); err != nil {
+	if _, err := b.Hold(ctx); err != nil {
 		t.Fatal(err)
 	}
 	defer b.Release(ctx)
@@ -225,7 +225,7 @@ func TestBarrierHeldBySession(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := holder.Hold(ctx); err != nil {
+			if _, err := holder.Hold(ctx); err != nil {
 				t.Fatal(err)
 			}
 			waiter, err := barrier.New(testutil.Client(t), key)
@@ -240,7 +240,7 @@ func TestBarrierHeldBySession(t *testing.T) {
 			if exists(t, ctx, cli, key) {
 				t.Fatalf("%s still exists", key)
 			}
-			err = holder.Hold(ctx)
+			_, err = holder.Hold(ctx)
 			if !errors.Is(err, lockstep.ErrSessionLost) && !errors.Is(err, lockstep.ErrSessionClosed) {
 				t.Fatalf("Hold after the session ended: got %v, want ErrSessionLost or ErrSessionClosed", err)
 			}
@@ -258,7 +258,7 @@ func TestBarrierWaitSeesTheHoldItFound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Hold(ctx); err != nil {
+	if _, err := b.Hold(ctx); err != nil {
 		t.Fatal(err)
 	}
 	wcli, p := probeClient(t)
@@ -273,7 +273,7 @@ func TestBarrierWaitSeesTheHoldItFound(t *testing.T) {
 	if _, err := cli.Txn(ctx).Then(clientv3.OpDelete(key), clientv3.OpPut(key+"x", "")).Commit(); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Hold(ctx); err != nil {
+	if _, err := b.Hold(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if err := receive(t, ctx, ch, "Wait"); err != nil {

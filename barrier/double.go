@@ -10,6 +10,8 @@ import (
 
 	"github.com/lockstep-go/lockstep"
 	"github.com/lockstep-go/lockstep/internal/keys"
+	"github.com/lockstep-go/lockstep/internal/retry"
+	"github.com/lockstep-go/lockstep/internal/rpc"
 )
 
 // MaxCount is the largest count a DoubleBarrier accepts. The transaction
@@ -103,11 +105,6 @@ func (d *DoubleBarrier) Enter(ctx context.Context) error {
 	if err := d.s.Err(); err != nil {
 		return fmt.Errorf("barrier: %w", err)
 	}
-	if d.dirty && !d.cleanup(ctx) {
-		// A failed call's key is still there, and would make us count
-		// twice or look like a member of its round.
-		return fmt.Errorf("barrier: %s: could not remove the key left by a failed call", d.Key())
-	}
 	r, err := d.enter(ctx)
 	if err != nil {
 		d.cleanup(ctx)
@@ -188,7 +185,7 @@ func (d *DoubleBarrier) lost(ctx context.Context) error {
 	if err := d.s.Err(); err != nil {
 		return fmt.Errorf("barrier: %s: %w", d.Key(), err)
 	}
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), retry.CleanupTimeout)
 	defer cancel()
 	resp, err := d.cli.TimeToLive(cctx, d.s.Lease())
 	if err == nil && resp.TTL <= 0 {
@@ -198,43 +195,50 @@ func (d *DoubleBarrier) lost(ctx context.Context) error {
 }
 
 // cleanup removes our party key, our proxy and the proxies that watch us,
-// after Enter or Leave failed, under its own bounded context. For the
-// others it is as if we had died: before the round opens we no longer
-// count, after it opened we have left. Deleting the proxies that watch us
-// wakes the parties that watch them, as our lease's end would.
+// after Enter or Leave failed. For the others it is as if we had died:
+// before the round opens we no longer count, after it opened we have left.
+// Deleting the proxies that watch us wakes the parties that watch them, as
+// our lease's end would.
 //
 // Our key range needs no guard: the id is ours alone, and no other call of
 // ours runs meanwhile. It may hold a registration whose answer we never
-// got (ctx ended while the transaction was in flight). It reports whether
-// our key is gone.
-func (d *DoubleBarrier) cleanup(ctx context.Context) bool {
+// got. What cannot be removed now (the network is down) is left to the
+// session, and this participant takes a new id, so that the session's late
+// delete cannot remove its next registration.
+func (d *DoubleBarrier) cleanup(ctx context.Context) {
 	if !d.dirty {
-		return true
+		return
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-	defer cancel()
-	key, end := d.keys.own(d.id)
-	resp, err := d.cli.Txn(ctx).
-		Then(clientv3.OpDelete(key, clientv3.WithRange(end)), clientv3.OpGet(d.keys.parties, clientv3.WithPrefix())).
-		Commit()
-	if err != nil {
-		return false // the key goes with the session's lease, or with our next call
+	id := d.id
+	key, end := d.keys.own(id)
+	over := rpc.Sweep(ctx, d.cli, d.s, rpc.Cleanup{
+		Then: []clientv3.Op{clientv3.OpDelete(key, clientv3.WithRange(end)), clientv3.OpGet(d.keys.parties, clientv3.WithPrefix())},
+		Next: func(resp *clientv3.TxnResponse) []rpc.Cleanup { return d.unwatch(id, resp) },
+	})
+	if !over {
+		d.id = newID(d.s.Lease())
 	}
 	d.rev, d.dirty = 0, false
+}
+
+// unwatch returns the deletes of the proxies that watch id, from the
+// parties read with the delete of its keys.
+func (d *DoubleBarrier) unwatch(id string, resp *clientv3.TxnResponse) []rpc.Cleanup {
 	get := resp.Responses[1].GetResponseRange()
 	snap, err := d.keys.parse(resp.Header.Revision, nil, (*clientv3.GetResponse)(get))
 	if err != nil {
-		return true
+		return nil
 	}
+	var cs []rpc.Cleanup
 	for watcher, target := range snap.proxies {
-		if target != d.id {
+		if target != id {
 			continue
 		}
 		proxy := d.keys.proxy(watcher)
-		d.cli.Txn(ctx).
-			If(clientv3.Compare(clientv3.Value(proxy), "=", d.id)).
-			Then(clientv3.OpDelete(proxy)).
-			Commit()
+		cs = append(cs, rpc.Cleanup{
+			If:   []clientv3.Cmp{clientv3.Compare(clientv3.Value(proxy), "=", id)},
+			Then: []clientv3.Op{clientv3.OpDelete(proxy)},
+		})
 	}
-	return true
+	return cs
 }

@@ -82,11 +82,11 @@ func (d *DoubleBarrier) registerOrRead(ctx context.Context) (*snapshot, error) {
 	readReady := clientv3.OpGet(d.keys.ready)
 	readParties := clientv3.OpGet(d.keys.parties, clientv3.WithPrefix())
 	if d.rev != 0 {
-		resp, err := txn(ctx, d.cli, d.s.Done(), nil, []clientv3.Op{readReady, readParties}, nil)
+		res, err := d.commit(ctx, nil, []clientv3.Op{readReady, readParties}, nil)
 		if err != nil {
 			return nil, wrap(ctx, "read "+d.keys.parties, err)
 		}
-		snap, err := d.parse(resp, 0, 1)
+		snap, err := d.parse(res.TxnResponse, 0, 1)
 		if err != nil {
 			return nil, err
 		}
@@ -97,20 +97,26 @@ func (d *DoubleBarrier) registerOrRead(ctx context.Context) (*snapshot, error) {
 	}
 	key := d.keys.party(d.id)
 	d.dirty = true
-	resp, err := txn(ctx, d.cli, d.s.Done(),
+	res, err := d.commit(ctx,
 		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(d.keys.ready), "=", 0)},
 		[]clientv3.Op{clientv3.OpPut(key, partyValue(stateEntered, d.count), clientv3.WithLease(d.s.Lease())), readParties},
 		[]clientv3.Op{readReady, readParties})
 	if err != nil {
-		if isLeaseNotFound(err) {
-			return nil, d.lost(ctx)
-		}
 		return nil, wrap(ctx, "register "+key, err)
 	}
-	if !resp.Succeeded {
-		return d.parse(resp, 0, 1)
+	if !res.Succeeded {
+		snap, err := d.parse(res.TxnResponse, 0, 1)
+		if err != nil {
+			return nil, err
+		}
+		// An attempt whose answer was lost may have registered us, and a
+		// round may have opened with us since: the parties say.
+		if p, ok := snap.parties[d.id]; ok {
+			d.rev = p.rev
+		}
+		return snap, nil
 	}
-	snap, err := d.parse(resp, -1, 1)
+	snap, err := d.parse(res.TxnResponse, -1, 1)
 	if err != nil {
 		return nil, err
 	}
@@ -155,16 +161,18 @@ func (d *DoubleBarrier) open(ctx context.Context, roster []member) (*snapshot, e
 	for _, m := range roster {
 		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(d.keys.party(m.id)), "=", m.rev))
 	}
-	resp, err := txn(ctx, d.cli, d.s.Done(), cmps,
+	res, err := d.commit(ctx, cmps,
 		[]clientv3.Op{clientv3.OpPut(d.keys.ready, r.encode())},
 		[]clientv3.Op{clientv3.OpGet(d.keys.ready), clientv3.OpGet(d.keys.parties, clientv3.WithPrefix())})
 	if err != nil {
 		return nil, wrap(ctx, "open "+d.keys.ready, err)
 	}
-	if !resp.Succeeded {
-		return d.parse(resp, 0, 1)
+	if !res.Succeeded {
+		// The round open now, ours if an attempt whose answer was lost
+		// opened it, is in what the Else branch read.
+		return d.parse(res.TxnResponse, 0, 1)
 	}
-	r.rev = resp.Header.Revision
+	r.rev = res.Header.Revision
 	return &snapshot{rev: r.rev, round: r}, nil
 }
 
@@ -272,10 +280,10 @@ func (d *DoubleBarrier) awaitCloseOrDeath(ctx context.Context, w *armed, tw clie
 
 // read reads the ready key and the parties.
 func (d *DoubleBarrier) read(ctx context.Context) (*snapshot, error) {
-	resp, err := txn(ctx, d.cli, d.s.Done(), nil,
+	res, err := d.commit(ctx, nil,
 		[]clientv3.Op{clientv3.OpGet(d.keys.ready), clientv3.OpGet(d.keys.parties, clientv3.WithPrefix())}, nil)
 	if err != nil {
 		return nil, wrap(ctx, "read "+d.keys.parties, err)
 	}
-	return d.parse(resp, 0, 1)
+	return d.parse(res.TxnResponse, 0, 1)
 }

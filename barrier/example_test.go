@@ -30,7 +30,8 @@ func ExampleBarrier() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	if err := gate.Hold(ctx); err != nil {
+	hold, err := gate.Hold(ctx)
+	if err != nil {
 		log.Fatal(err)
 	}
 	done := make(chan struct{})
@@ -42,7 +43,7 @@ func ExampleBarrier() {
 		fmt.Println("worker: the deploy may start")
 	}()
 	fmt.Println("coordinator: ready, releasing")
-	if err := gate.Release(ctx); err != nil {
+	if err := hold.Release(ctx); err != nil {
 		log.Fatal(err)
 	}
 	<-done

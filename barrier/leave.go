@@ -5,7 +5,6 @@ import (
 	"errors"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/lockstep-go/lockstep/internal/retry"
@@ -159,11 +158,11 @@ func (d *DoubleBarrier) proxyOps(cmps []clientv3.Cmp, then []clientv3.Op, t *mem
 // snapshot.
 func (d *DoubleBarrier) guarded(ctx context.Context, r *round, cmps []clientv3.Cmp, then []clientv3.Op, left bool) (*snapshot, bool, error) {
 	parties := clientv3.OpGet(d.keys.parties, clientv3.WithPrefix())
-	resp, err := txn(ctx, d.cli, d.s.Done(), cmps, append(then, parties),
-		[]clientv3.Op{clientv3.OpGet(d.keys.ready), parties})
+	res, err := d.commit(ctx, cmps, append(then, parties), []clientv3.Op{clientv3.OpGet(d.keys.ready), parties})
 	if err != nil {
 		return nil, false, wrap(ctx, "leave "+d.keys.party(d.id), err)
 	}
+	resp := res.TxnResponse
 	if resp.Succeeded {
 		snap, err := d.parse(resp, -1, len(resp.Responses)-1)
 		if err != nil {
@@ -177,7 +176,9 @@ func (d *DoubleBarrier) guarded(ctx context.Context, r *round, cmps []clientv3.C
 		return nil, false, err
 	}
 	if p, ok := snap.parties[d.id]; !ok || p.rev != d.rev {
-		if !left {
+		// Once we left (or may have, if an attempt whose answer was lost
+		// marked us), the round may have closed since.
+		if !left && !res.Retried {
 			return nil, false, d.lost(ctx)
 		}
 		return nil, false, d.closedOrLostIn(ctx, r, snap)
@@ -215,8 +216,7 @@ func (d *DoubleBarrier) close(ctx context.Context, r *round) error {
 		key, end := d.keys.own(m.id)
 		ops = append(ops, clientv3.OpDelete(key, clientv3.WithRange(end)))
 	}
-	_, err := txn(ctx, d.cli, d.s.Done(),
-		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(d.keys.ready), "=", r.rev)}, ops, nil)
+	_, err := d.commit(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(d.keys.ready), "=", r.rev)}, ops, nil)
 	if err != nil {
 		return wrap(ctx, "close "+d.keys.ready, err)
 	}
@@ -251,5 +251,3 @@ func (s *snapshot) successor(r *round, id string) *member {
 	}
 	return nil
 }
-
-func isLeaseNotFound(err error) bool { return errors.Is(err, rpctypes.ErrLeaseNotFound) }

@@ -69,6 +69,18 @@ func await(t *testing.T, ctx context.Context, ch <-chan result) result {
 	}
 }
 
+// waitWatches waits until the counted client has n watches created.
+func waitWatches(t *testing.T, ctx context.Context, c *testutil.RPCCounter, n int) {
+	t.Helper()
+	for c.WatchesCreated() < n {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("watches: got %d, want %d", c.WatchesCreated(), n)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
 // waitKeys waits until the election has n candidate keys.
 func waitKeys(t *testing.T, ctx context.Context, cli *clientv3.Client, prefix string, n int) {
 	t.Helper()
@@ -101,7 +113,7 @@ func TestNewRejectsBadInput(t *testing.T) {
 	}{
 		{"nil session", nil, "/e", lockstep.ErrNilSession},
 		{"empty prefix", live, "", lockstep.ErrInvalidPrefix},
-		{"trailing slash", live, "/e/", lockstep.ErrInvalidPrefix},
+		{"two trailing slashes", live, "/e//", lockstep.ErrInvalidPrefix},
 		{"closed session", closed, "/e", lockstep.ErrSessionClosed},
 	}
 	for _, tt := range tests {
@@ -124,7 +136,7 @@ func TestNewObserverRejectsBadInput(t *testing.T) {
 	}{
 		{"nil client", nil, "/e", lockstep.ErrNilClient},
 		{"empty prefix", cli, "", lockstep.ErrInvalidPrefix},
-		{"trailing slash", cli, "/e/", lockstep.ErrInvalidPrefix},
+		{"two trailing slashes", cli, "/e//", lockstep.ErrInvalidPrefix},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -229,10 +241,12 @@ func TestCampaignQueuesAndWakesOnlyTheNext(t *testing.T) {
 	ta := campaign(t, ctx, a, "a")
 	rpcB.Reset()
 	gotB := campaignAsync(ctx, b, "b")
-	waitKeys(t, ctx, cli, prefix, 2)
+	// Each waiter watches the key ahead of it and its own, and its term's
+	// handle watches its own key.
+	waitWatches(t, ctx, rpcB, 3)
 	rpcC.Reset()
 	gotC := campaignAsync(ctx, c, "c")
-	waitKeys(t, ctx, cli, prefix, 3)
+	waitWatches(t, ctx, rpcC, 3)
 
 	if err := ta.Resign(ctx); err != nil {
 		t.Fatal(err)
@@ -241,8 +255,8 @@ func TestCampaignQueuesAndWakesOnlyTheNext(t *testing.T) {
 	if rb.err != nil {
 		t.Fatalf("b: %v", rb.err)
 	}
-	if got := rpcB.KV(); got != 2 {
-		t.Fatalf("b's campaign: got %d KV RPCs, want 2 (Txn + one Range after the wakeup)", got)
+	if got := rpcB.KV(); got != 1 {
+		t.Fatalf("b's campaign: got %d KV RPCs, want 1 (the Txn; a's delete makes b the leader)", got)
 	}
 	if got := rpcB.WatchEvents(); got != 1 {
 		t.Fatalf("b's campaign: got %d watch events, want 1", got)
@@ -291,21 +305,15 @@ func TestCampaignSkipsAbandonedPredecessor(t *testing.T) {
 	waitKeys(t, ctx, cli, prefix, 2)
 	rpcC.Reset()
 	gotC := campaignAsync(ctx, c, "c")
-	waitKeys(t, ctx, cli, prefix, 3)
+	waitWatches(t, ctx, rpcC, 3) // b's key, c's own, and c's handle
 
 	cancelB()
 	if r := await(t, ctx, gotB); !errors.Is(r.err, context.Canceled) {
 		t.Fatalf("b after cancel: got %v, want context.Canceled", r.err)
 	}
 	waitKeys(t, ctx, cli, prefix, 2) // b left no key behind
-	// c woke up and reads again, then waits for a.
-	for rpcC.KV() < 2 {
-		select {
-		case <-ctx.Done():
-			t.Fatal("c did not re-read after b left")
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
+	// c woke up, read again, and now watches a (and its own key again).
+	waitWatches(t, ctx, rpcC, 5)
 	select {
 	case r := <-gotC:
 		t.Fatalf("c returned while a leads: %v", r.err)
@@ -318,10 +326,10 @@ func TestCampaignSkipsAbandonedPredecessor(t *testing.T) {
 	if rc.err != nil {
 		t.Fatalf("c: %v", rc.err)
 	}
-	// One Range per wakeup. Usually two wakeups (b left, then a); one if
-	// the Range after b left already found a gone.
-	if got, want := rpcC.KV(), 1+rpcC.WatchEvents(); got != want || want > 3 {
-		t.Fatalf("c's campaign: got %d KV RPCs for %d wakeups, want 1 Txn + a Range per wakeup", got, rpcC.WatchEvents())
+	// A read when the waiter ahead left, none when the leader went: its
+	// delete makes c the leader.
+	if got, events := rpcC.KV(), rpcC.WatchEvents(); got != 2 || events != 2 {
+		t.Fatalf("c's campaign: got %d KV RPCs and %d watch events, want 2 (the Txn and a read after b left) and 2", got, events)
 	}
 	// c took over from a, not from b, which only waited.
 	want := election.Leader{Value: "a", Key: ta.Key(), Lease: ta.Session().Lease(), Token: ta.Token()}

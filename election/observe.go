@@ -9,6 +9,7 @@ import (
 
 	"github.com/lockstep-go/lockstep/internal/keys"
 	"github.com/lockstep-go/lockstep/internal/retry"
+	"github.com/lockstep-go/lockstep/internal/rpc"
 )
 
 // candidates are the keys of an election, by key.
@@ -101,7 +102,7 @@ func (o *Observer) observe(ctx context.Context, ch chan<- Leader) {
 }
 
 func (o *Observer) read(ctx context.Context) (candidates, int64, error) {
-	resp, err := o.cli.Get(ctx, keys.Dir(o.prefix), clientv3.WithPrefix())
+	resp, err := rpc.Get(ctx, o.cli, nil, keys.Dir(o.prefix), clientv3.WithPrefix())
 	if err != nil {
 		return nil, 0, err
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/lockstep-go/lockstep"
 	"github.com/lockstep-go/lockstep/internal/keys"
+	"github.com/lockstep-go/lockstep/internal/rpc"
 )
 
 // Leader describes the candidate that holds an election: the one whose key
@@ -60,7 +61,7 @@ func NewObserver(cli *clientv3.Client, prefix string) (*Observer, error) {
 // Leader returns the current leader, or an error wrapping ErrNoLeader if
 // there is none. One Range.
 func (o *Observer) Leader(ctx context.Context) (Leader, error) {
-	resp, err := o.cli.Get(ctx, keys.Dir(o.prefix), clientv3.WithFirstCreate()...)
+	resp, err := rpc.Get(ctx, o.cli, nil, keys.Dir(o.prefix), clientv3.WithFirstCreate()...)
 	if err != nil {
 		if ctx.Err() != nil {
 			return Leader{}, ctx.Err()

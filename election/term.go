@@ -10,6 +10,7 @@ import (
 
 	"github.com/lockstep-go/lockstep"
 	"github.com/lockstep-go/lockstep/internal/own"
+	"github.com/lockstep-go/lockstep/internal/rpc"
 )
 
 // Term is one leadership: from the Campaign that won it to Resign, session
@@ -53,26 +54,29 @@ func (t *Term) Predecessor() (Leader, bool) { return t.pred, t.followed }
 // Proclaim replaces the leader's value without a new election, in one Txn
 // guarded by the term's revision: it never writes a key that is not this
 // term's. If the term has ended it returns an error wrapping both
-// ErrNotLeader and the reason the term ended. If the RPC fails the term is
-// unchanged and Proclaim can be retried.
+// ErrNotLeader and the reason the term ended (a lease revoked from outside
+// is lockstep.ErrSessionLost). Errors that may pass are retried; if the
+// call fails otherwise the term is unchanged and Proclaim can be retried.
 func (t *Term) Proclaim(ctx context.Context, value string) error {
 	if err := t.Err(); err != nil {
 		return fmt.Errorf("%w: %w", ErrNotLeader, err)
 	}
 	s := t.h.Session()
-	resp, err := s.Client().Txn(ctx).
-		If(t.IsOwner()).
-		Then(clientv3.OpPut(t.Key(), value, clientv3.WithLease(s.Lease()))).
-		Commit()
+	resp, err := rpc.Commit(ctx, s.Client(), s, rpc.Txn{
+		If:   []clientv3.Cmp{t.IsOwner()},
+		Then: []clientv3.Op{clientv3.OpPut(t.Key(), value, clientv3.WithLease(s.Lease()))},
+	})
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+		if serr := s.Err(); serr != nil {
+			return fmt.Errorf("%w: %w", ErrNotLeader, serr)
+		}
 		return fmt.Errorf("election: proclaim %s: %w", t.Key(), err)
 	}
 	if !resp.Succeeded {
-		t.h.End(fmt.Errorf("%w: key %s deleted", lockstep.ErrLost, t.Key()))
-		return fmt.Errorf("%w: %w", ErrNotLeader, t.Err())
+		return fmt.Errorf("%w: %w", ErrNotLeader, t.h.Gone())
 	}
 	t.mu.Lock()
 	if rev := resp.Header.Revision; rev > t.valueRev {

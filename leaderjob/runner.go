@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
-	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -13,12 +12,8 @@ import (
 	"github.com/lockstep-go/lockstep/election"
 	"github.com/lockstep-go/lockstep/internal/ctxs"
 	"github.com/lockstep-go/lockstep/internal/keys"
+	"github.com/lockstep-go/lockstep/internal/retry"
 )
-
-// resignTimeout bounds the Resign after a term: Run's ctx has often ended
-// by then, and a resign that cannot get through is replaced by closing the
-// session.
-const resignTimeout = 2 * time.Second
 
 // Job is the work done while leading. ctx is cancelled when leadership is
 // lost or Run's ctx ends; the job should return promptly then. t is the
@@ -122,7 +117,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	failures := 0
 	pause := func() {
 		failures++
-		sleep(ctx, nil, r.o.backoff(failures))
+		retry.Pause(ctx, r.o.backoff(failures), nil)
 	}
 	for ctx.Err() == nil {
 		if err := r.cli.Ctx().Err(); err != nil {
@@ -131,6 +126,9 @@ func (r *Runner) Run(ctx context.Context) error {
 		if s == nil {
 			var err error
 			if s, err = r.newSession(ctx); err != nil {
+				if retry.Refused(err) {
+					return fmt.Errorf("leaderjob: %s: %w", r.prefix, err)
+				}
 				pause()
 				continue
 			}
@@ -143,6 +141,10 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		t, err := e.Campaign(ctx, r.o.identity)
 		if err != nil {
+			if retry.Refused(err) {
+				// Asking again changes nothing until an operator acts.
+				return fmt.Errorf("leaderjob: %w", err)
+			}
 			if errors.Is(err, lockstep.ErrSessionLost) || s.Err() != nil {
 				closeSession()
 			} else if ctx.Err() == nil {
@@ -151,12 +153,15 @@ func (r *Runner) Run(ctx context.Context) error {
 			continue
 		}
 
-		out := r.lead(ctx, t)
-		resigned = errors.Is(t.Err(), lockstep.ErrReleased)
-		if t.Err() == nil || s.Err() != nil || errors.Is(t.Err(), lockstep.ErrSessionLost) {
-			// The resign failed, or the lease is gone (the term can know
-			// before the session does): closing the session removes our
-			// key; a new one is made for the next campaign.
+		var (
+			out   outcome
+			stuck bool
+		)
+		out, resigned, stuck = r.lead(ctx, t)
+		if stuck || s.Err() != nil || errors.Is(t.Err(), lockstep.ErrSessionLost) {
+			// The resign did not get through, or the lease is gone (the
+			// term can know before the session does): closing the session
+			// removes our key; a new one is made for the next campaign.
 			closeSession()
 		}
 		switch out {
@@ -190,26 +195,29 @@ const (
 )
 
 // lead runs the job under t as the policy says, then resigns if t still
-// holds.
-func (r *Runner) lead(ctx context.Context, t *election.Term) outcome {
+// holds. It reports whether it resigned, and whether a resign did not get
+// through (the session then deletes the key, unless it is closed first).
+func (r *Runner) lead(ctx context.Context, t *election.Term) (out outcome, resigned, stuck bool) {
 	r.term.Store(t)
 	if r.o.onElected != nil {
 		r.o.onElected(t)
 	}
-	out, jobErr := lost, error(nil)
+	out = lost
+	var jobErr error
 	if r.settle(ctx, t) {
 		out, jobErr = r.work(ctx, t)
 	}
 	r.term.Store(nil)
 	if t.Err() == nil {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), resignTimeout)
-		t.Resign(rctx) // if it fails Run closes the session, which removes the key
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), retry.CleanupTimeout)
+		resigned = t.Resign(rctx) == nil // if not, Run closes the session, which removes the key
+		stuck = !resigned
 		cancel()
 	}
 	if r.o.onStopped != nil {
 		r.o.onStopped(t, jobErr)
 	}
-	return out
+	return out, resigned, stuck
 }
 
 // work runs the job under t as the policy says, until a job's return or
@@ -230,7 +238,7 @@ func (r *Runner) work(ctx context.Context, t *election.Term) (outcome, error) {
 				continue
 			}
 			failures++
-			sleep(ctx, t.Done(), r.o.backoff(failures))
+			retry.Pause(ctx, r.o.backoff(failures), t.Done())
 			if ctx.Err() != nil || t.Err() != nil {
 				return lost, jobErr
 			}
@@ -256,7 +264,7 @@ func (r *Runner) settle(ctx context.Context, t *election.Term) bool {
 	if pred.Token != 0 && r.leaseAlive(ctx, t, pred.Lease) {
 		return true
 	}
-	return sleep(ctx, t.Done(), r.o.settle)
+	return retry.Pause(ctx, r.o.settle, t.Done())
 }
 
 // leaseAlive asks whether lease still exists, giving up after the settle

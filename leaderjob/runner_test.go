@@ -36,7 +36,7 @@ func TestNewRejectsBadInput(t *testing.T) {
 	}{
 		{"nil client", nil, "/j", noop, nil, lockstep.ErrNilClient},
 		{"empty prefix", cli, "", noop, nil, lockstep.ErrInvalidPrefix},
-		{"trailing slash", cli, "/j/", noop, nil, lockstep.ErrInvalidPrefix},
+		{"two trailing slashes", cli, "/j//", noop, nil, lockstep.ErrInvalidPrefix},
 		{"nil job", cli, "/j", nil, nil, leaderjob.ErrNilJob},
 		{"empty identity", cli, "/j", noop, []leaderjob.Option{leaderjob.WithIdentity("")}, leaderjob.ErrInvalidIdentity},
 		{"ttl under the minimum", cli, "/j", noop, []leaderjob.Option{leaderjob.WithTTL(time.Second)}, lockstep.ErrInvalidTTL},

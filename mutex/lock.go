@@ -36,26 +36,18 @@ type Lock struct {
 
 // Unlock releases the lock in one round trip. The delete is guarded by the
 // lock's create revision, so a late or repeated Unlock never deletes a
-// newer holder's key.
+// newer holder's key. Errors that may pass are retried while ctx and the
+// session live.
 //
-// Unlock returns lockstep.ErrReleased if the lock was already unlocked,
-// and the reason if it was lost (lockstep.ErrLost, lockstep.ErrSessionLost,
-// lockstep.ErrSessionClosed). If ctx ends first, Unlock returns ctx's error
-// but still deletes the key under its own short timeout, so that the next
-// waiter need not wait for the lease to expire; Err then reports
-// lockstep.ErrReleased (or lockstep.ErrLost if the first attempt reached
-// etcd but its answer did not reach us). Any other error leaves the lock
-// held: call Unlock again, or close the session.
-func (l *Lock) Unlock(ctx context.Context) error {
-	err := l.h.Release(ctx)
-	if err == nil || ctx.Err() == nil {
-		return err
-	}
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-	defer cancel()
-	l.h.Release(cctx) // a no-op if the lock already ended
-	return err
-}
+// After Unlock the lock is given up, whatever it returns: if the delete
+// cannot get through (ctx ended first, etcd unreachable), it goes on under
+// a short timeout of its own and then through the session, which keeps
+// trying until it succeeds or the session ends; the error says why it did
+// not finish in the call (ctx's error, or etcd's). Unlock returns
+// lockstep.ErrReleased if the lock was already unlocked, and the reason if
+// it was lost (lockstep.ErrLost, lockstep.ErrSessionLost,
+// lockstep.ErrSessionClosed).
+func (l *Lock) Unlock(ctx context.Context) error { return l.h.Release(ctx) }
 
 // Session returns the session the lock belongs to.
 func (l *Lock) Session() *lockstep.Session { return l.h.Session() }

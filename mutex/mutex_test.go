@@ -35,7 +35,7 @@ func TestNewRejectsBadInput(t *testing.T) {
 		{"closed session", closed, "/locks/a", lockstep.ErrSessionClosed},
 		{"lost session", lost, "/locks/a", lockstep.ErrSessionLost},
 		{"empty prefix", live, "", lockstep.ErrInvalidPrefix},
-		{"prefix ending in slash", live, "/locks/a/", lockstep.ErrInvalidPrefix},
+		{"prefix ending in two slashes", live, "/locks/a//", lockstep.ErrInvalidPrefix},
 		{"root prefix", live, "/", lockstep.ErrInvalidPrefix},
 	}
 	for _, tt := range tests {

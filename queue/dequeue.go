@@ -4,17 +4,12 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/lockstep-go/lockstep/internal/own"
-	"github.com/lockstep-go/lockstep/internal/retry"
+	"github.com/lockstep-go/lockstep/internal/rpc"
 )
-
-// cleanupTimeout bounds the deletes that run after the caller's context
-// ended: a claim whose outcome is unknown, a place in the waiting line.
-const cleanupTimeout = 5 * time.Second
 
 // Dequeue blocks until it claims an item, ctx ends or the session ends. The
 // item is the first unclaimed one in priority order, then arrival order;
@@ -27,38 +22,22 @@ const cleanupTimeout = 5 * time.Second
 // line of waiting consumers; only the first in line watches for new items,
 // so a new item wakes one consumer, not all of them.
 //
-// If ctx ends first, Dequeue returns ctx's error and leaves no claim behind.
-// If the session ends, it returns an error wrapping the session's Err.
-// Transient etcd errors (no leader, timeouts) are retried with backoff; the
-// session bounds how long that can last.
+// If ctx ends first, Dequeue returns ctx's error and leaves no claim behind
+// (the session removes what it could not remove at once). If the session
+// ends, it returns an error wrapping the session's Err, also while a
+// request is in flight. Errors that may pass (no leader, timeouts) are
+// retried with backoff.
 func (q *Queue) Dequeue(ctx context.Context) (*Item, error) {
 	if err := q.s.Err(); err != nil {
 		return nil, fmt.Errorf("queue: %w", err)
 	}
-	q.retryCleanups(ctx)
 	d := &dequeue{q: q, loc: acquireLocal(q.localKey), window: q.window.Load(), spread: int(q.spread.Load())}
 	defer d.close(ctx)
 	v, err := d.read(ctx)
-	for attempt := 0; ; {
-		if err != nil {
-			if !retry.Transient(err) {
-				return nil, err
-			}
-			if err := retry.Sleep(ctx, attempt); err != nil {
-				return nil, err
-			}
-			attempt++
-			q.retryCleanups(ctx)
-			v, err = d.read(ctx)
-			continue
-		}
-		attempt = 0
+	for err == nil {
 		var it *Item
 		if it, v, err = d.claimFrom(ctx, v); it != nil || err != nil {
-			if it != nil {
-				return it, nil
-			}
-			continue
+			return it, err
 		}
 		switch {
 		case v.more: // everything read is taken: read further
@@ -71,6 +50,7 @@ func (q *Queue) Dequeue(ctx context.Context) (*Item, error) {
 			v, err = d.wait(ctx, v)
 		}
 	}
+	return nil, err
 }
 
 // dequeue is the state of one Dequeue call.
@@ -102,11 +82,11 @@ type waiter struct {
 // read takes a fresh view of the head of the queue.
 func (d *dequeue) read(ctx context.Context) (*view, error) {
 	h := d.head()
-	resp, err := d.q.cli.Txn(ctx).Then(d.q.headOps(h)...).Commit()
+	res, err := rpc.Commit(ctx, d.q.cli, d.q.s, rpc.Txn{Then: d.q.headOps(h)})
 	if err != nil {
 		return nil, d.q.rpcErr(ctx, "dequeue", err)
 	}
-	return d.viewAt(h, resp, 0), nil
+	return d.viewAt(h, res.TxnResponse, 0), nil
 }
 
 // head prepares a read of the head of the queue (see head).
@@ -159,7 +139,11 @@ func (d *dequeue) claimFrom(ctx context.Context, v *view) (*Item, *view, error) 
 			d.q.learnSpread(d.spread, d.lost)
 			return it, nil, nil // the mark stays until the Item ends
 		}
-		d.loc.unmark(e.key, err != nil)
+		// Unless somebody else claimed it, the item is as free as before
+		// (our claim failed, or was refused because this session's fence
+		// moved): Dequeues of this process that skipped it as busy look
+		// again, since no etcd event will tell them.
+		d.loc.unmark(e.key, err != nil || !claimedIn(nv, e))
 		if err != nil {
 			return nil, nil, err
 		}
@@ -169,6 +153,16 @@ func (d *dequeue) claimFrom(ctx context.Context, v *view) (*Item, *view, error) 
 		}
 		v = nv
 	}
+}
+
+// claimedIn reports whether v shows e claimed.
+func claimedIn(v *view, e entry) bool {
+	for _, it := range v.items {
+		if it.key == e.key {
+			return it.claimed
+		}
+	}
+	return false
 }
 
 // lostToOther reports whether e is now claimed by a consumer of another
@@ -202,13 +196,13 @@ func (q *Queue) learnWindow(passed int) {
 // unclaimed, count a delivery on the item (a put that keeps its value, so
 // its version is 1 + deliveries), create the claim under our lease, read
 // the value, and give up our place in the waiting line. Otherwise return a
-// fresh view instead.
+// fresh view instead, with the claim key and the item: a claim holding our
+// nonce there was made by an attempt whose answer was lost.
 func (d *dequeue) claim(ctx context.Context, e entry, seen int64) (*Item, *view, error) {
 	q := d.q
 	claimKey := q.claims + e.id
-	// The nonce tells our claim from anybody else's if we must remove it
-	// without knowing whether the claim took effect.
 	nonce := fmt.Sprintf("%x-%08x", int64(q.s.Lease()), rand.Uint32())
+	ours := clientv3.Compare(clientv3.Value(claimKey), "=", nonce)
 	then := []clientv3.Op{
 		clientv3.OpPut(e.key, "", clientv3.WithIgnoreValue()),
 		clientv3.OpPut(claimKey, nonce, clientv3.WithLease(q.s.Lease())),
@@ -218,35 +212,45 @@ func (d *dequeue) claim(ctx context.Context, e entry, seen int64) (*Item, *view,
 		then = append(then, clientv3.OpDelete(d.w.key))
 	}
 	h := d.head()
-	resp, err := q.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.ModRevision(e.key), "=", e.modRev),
+	res, err := rpc.Commit(ctx, q.cli, q.s, rpc.Txn{
+		If: []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(e.key), "=", e.modRev),
 			clientv3.Compare(clientv3.CreateRevision(claimKey), "=", 0),
-			d.q.fenced(seen)).
-		Then(then...).
-		Else(q.headOps(h)...).
-		Commit()
+			d.q.fenced(seen)},
+		Then: then,
+		Else: append(q.headOps(h), clientv3.OpGet(claimKey), clientv3.OpGet(e.key)),
+	})
 	if err != nil {
-		d.abandon(ctx, clientv3.Compare(clientv3.Value(claimKey), "=", nonce), clientv3.OpDelete(claimKey))
+		d.abandon(ctx, ours, clientv3.OpDelete(claimKey))
 		return nil, nil, q.rpcErr(ctx, "dequeue", err)
 	}
-	if !resp.Succeeded {
-		return nil, d.viewAt(h, resp, 0), nil
+	item, claimKV := res.Responses[2], (*clientv3.GetResponse)(nil)
+	if !res.Succeeded {
+		c, it := res.Responses[2].GetResponseRange(), res.Responses[3]
+		if len(c.Kvs) == 0 || string(c.Kvs[0].Value) != nonce || len(it.GetResponseRange().Kvs) == 0 {
+			return nil, d.viewAt(h, res.TxnResponse, 0), nil
+		}
+		item, claimKV = it, (*clientv3.GetResponse)(c)
 	}
 	d.stopWaiting() // the claim removed our place in line
 	d.loc.claimedBy(int64(q.s.Lease()))
-	kvs := resp.Responses[2].GetResponseRange().Kvs
-	rev := resp.Header.Revision
+	kvs := item.GetResponseRange().Kvs
+	rev := res.Header.Revision
+	token := rev
+	if claimKV != nil {
+		token = claimKV.Kvs[0].CreateRevision
+	}
 	it := &Item{
-		q:        q,
-		loc:      d.loc,
-		id:       e.id,
-		key:      e.key,
-		value:    string(kvs[0].Value),
-		priority: priorityOf(e.id),
-		attempts: int(kvs[0].Version - 1),
+		q:         q,
+		loc:       d.loc,
+		id:        e.id,
+		key:       e.key,
+		value:     string(kvs[0].Value),
+		priority:  priorityOf(e.id),
+		attempts:  int(kvs[0].Version - 1),
+		claimedAt: rev + 1,
 	}
 	d.loc.retain()
-	it.h = own.New(q.s, claimKey, rev, rev+1, it.ended)
+	it.h = own.New(q.s, claimKey, token, rev+1, it.ended)
 	it.Ownership = it.h
 	return it, nil, nil
 }
@@ -256,18 +260,16 @@ func (d *dequeue) claim(ctx context.Context, e entry, seen int64) (*Item, *view,
 // later: etcd does not withdraw a proposal when its caller gives up. So if
 // the key is ours now (ours holds) it is deleted, and if not, the session's
 // fence is moved past the request, whose guard then fails if it ever
-// arrives. Either way no claim or place is left behind. It runs under its
-// own short timeout; if that fails too, the key goes with the session.
+// arrives. Either way no claim or place is left behind: what cannot be
+// done now, the session goes on doing.
 func (d *dequeue) abandon(ctx context.Context, ours clientv3.Cmp, undo clientv3.Op) {
 	q := d.q
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-	defer cancel()
-	q.cleanUp(cctx, cleanupTxn{
-		cmp:       ours,
-		then:      []clientv3.Op{undo},
-		otherwise: []clientv3.Op{clientv3.OpPut(q.fenceKey(), "", clientv3.WithLease(q.s.Lease()))},
+	rpc.Sweep(ctx, q.cli, q.s, rpc.Cleanup{
+		If:   []clientv3.Cmp{ours},
+		Then: []clientv3.Op{undo},
+		Else: []clientv3.Op{clientv3.OpPut(q.fenceKey(), "", clientv3.WithLease(q.s.Lease()))},
 	})
-	d.leave(cctx)
+	d.leave(ctx)
 }
 
 // fenceKey is the session's fence: a key that every claim and every place
@@ -284,10 +286,11 @@ func (q *Queue) fenced(seen int64) clientv3.Cmp {
 
 // deadLetter moves e, delivered maxAttempts times without an Ack, to the
 // dead-letter queue, guarded like a claim, and returns a fresh view either
-// way. The move must carry the value, so it reads it first.
+// way. The move must carry the value, so it reads it first. Applying the
+// move twice is harmless: the second finds the item gone.
 func (d *dequeue) deadLetter(ctx context.Context, e entry) (*view, error) {
 	q := d.q
-	got, err := q.cli.Get(ctx, e.key)
+	got, err := rpc.Get(ctx, q.cli, q.s, e.key)
 	if err != nil {
 		return nil, q.rpcErr(ctx, "dead-letter", err)
 	}
@@ -295,31 +298,27 @@ func (d *dequeue) deadLetter(ctx context.Context, e entry) (*view, error) {
 		return d.read(ctx)
 	}
 	h := d.head()
-	resp, err := q.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.ModRevision(e.key), "=", e.modRev),
-			clientv3.Compare(clientv3.CreateRevision(q.claims+e.id), "=", 0)).
-		Then(append([]clientv3.Op{
+	res, err := rpc.Commit(ctx, q.cli, q.s, rpc.Txn{
+		If: []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(e.key), "=", e.modRev),
+			clientv3.Compare(clientv3.CreateRevision(q.claims+e.id), "=", 0)},
+		Then: append([]clientv3.Op{
 			clientv3.OpDelete(e.key),
 			clientv3.OpPut(q.dead.items+e.id, string(got.Kvs[0].Value)),
-		}, q.headOps(h)...)...).
-		Else(q.headOps(h)...).
-		Commit()
+		}, q.headOps(h)...),
+		Else: q.headOps(h),
+	})
 	if err != nil {
 		return nil, q.rpcErr(ctx, "dead-letter", err)
 	}
-	if resp.Succeeded {
-		return d.viewAt(h, resp, 2), nil
+	if res.Succeeded {
+		return d.viewAt(h, res.TxnResponse, 2), nil
 	}
-	return d.viewAt(h, resp, 0), nil
+	return d.viewAt(h, res.TxnResponse, 0), nil
 }
 
 // close ends the call: it stops the watch and gives up the place in the
-// waiting line under its own short timeout, since ctx may have ended.
+// waiting line (see leave).
 func (d *dequeue) close(ctx context.Context) {
-	if d.w != nil {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-		d.leave(cctx)
-		cancel()
-	}
+	d.leave(ctx)
 	d.loc.release(d.q.localKey)
 }

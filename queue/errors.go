@@ -22,6 +22,11 @@ var (
 	// hold a key).
 	ErrInvalidOption = errors.New("queue: invalid option")
 
+	// ErrMalformed is returned by Enqueue when a key under the queue's
+	// items that Enqueue did not write (a hand-made one, with the largest
+	// stamp there is) leaves no room after it.
+	ErrMalformed = errors.New("queue: malformed key")
+
 	// ErrClaimLost is returned by Ack and Nack when the claim ended before
 	// the call took effect: the session was lost or closed, or the claim key
 	// was deleted. The call changed nothing: the item is delivered again (or

@@ -10,6 +10,9 @@ import (
 
 	"github.com/lockstep-go/lockstep"
 	"github.com/lockstep-go/lockstep/internal/own"
+	"github.com/lockstep-go/lockstep/internal/retry"
+	"github.com/lockstep-go/lockstep/internal/rpc"
+	"github.com/lockstep-go/lockstep/internal/waitfor"
 )
 
 var _ lockstep.Ownership = (*Item)(nil)
@@ -35,6 +38,7 @@ type Item struct {
 	value              string
 	priority           int
 	attempts           int
+	claimedAt          int64 // the first revision after the claim
 
 	// removing is set while an Ack or a dead-letter Nack is in flight: if
 	// the claim ends then, the item is gone rather than free again.
@@ -58,7 +62,10 @@ func (it *Item) Attempts() int { return it.attempts }
 
 // Ack removes the item for good and ends the claim, in one transaction
 // guarded by the claim: a consumer whose claim ended (and whose item may
-// have gone to someone else) removes nothing. It costs one round trip.
+// have gone to someone else) removes nothing. It costs one round trip;
+// errors that may pass are retried, and a retry that finds the claim gone
+// after an attempt whose answer was lost learns from etcd's history
+// whether that attempt removed the item.
 //
 // It returns nil on success; an error wrapping ErrClaimLost and the reason
 // if the claim had ended (the item was or will be delivered again);
@@ -66,31 +73,57 @@ func (it *Item) Attempts() int { return it.attempts }
 // if ctx ended, in which case the Ack may or may not have taken effect and
 // a retry is safe (it then returns ErrClaimLost if the first had).
 func (it *Item) Ack(ctx context.Context) error {
-	it.removing.Store(true)
-	err := it.h.Release(ctx, clientv3.OpDelete(it.key))
-	if err != nil {
-		it.removing.Store(false)
-		it.loc.wake() // if the item is free again, local waiters look
-	}
-	return it.claimErr("ack", err)
+	return it.remove(ctx, "ack", nil)
 }
 
 // Nack gives the item back now, in its place in the queue, for another
 // delivery; with WithDeadLetter, an item that has had its last allowed
 // delivery goes to the dead-letter queue instead. Like Ack it is guarded by
-// the claim and costs one round trip, and it returns the same errors.
+// the claim and costs one round trip, and it returns the same errors. A
+// Nack that cannot get through gives the item back all the same: the
+// session deletes the claim once it can.
 func (it *Item) Nack(ctx context.Context) error {
 	q := it.q
 	if q.dead == nil || it.attempts < q.maxAttempts {
 		return it.claimErr("nack", it.h.Release(ctx))
 	}
+	return it.remove(ctx, "nack", []clientv3.Op{clientv3.OpPut(q.dead.items+it.id, it.value)})
+}
+
+// remove deletes the item with its claim, and commits then with them.
+func (it *Item) remove(ctx context.Context, op string, then []clientv3.Op) error {
 	it.removing.Store(true)
-	err := it.h.Release(ctx, clientv3.OpDelete(it.key), clientv3.OpPut(q.dead.items+it.id, it.value))
+	_, err := it.h.ReleaseWith(ctx, rpc.Txn{
+		If:   []clientv3.Cmp{it.h.IsOwner()},
+		Then: append([]clientv3.Op{clientv3.OpDelete(it.h.Key()), clientv3.OpDelete(it.key)}, then...),
+	}, it.removedTogether)
 	if err != nil {
 		it.removing.Store(false)
-		it.loc.wake()
+		it.loc.wake() // if the item is free again, local waiters look
 	}
-	return it.claimErr("nack", err)
+	return it.claimErr(op, err)
+}
+
+// removedTogether tells, after a remove whose answer was lost found the
+// claim gone, whether that remove did it: only it deletes this claim and
+// the item in one revision. (The claim's lease ending deletes the claim
+// alone; another consumer's Ack deletes its own claim.) It reads the two
+// deletes from etcd's history; if that was compacted, it cannot tell and
+// says no.
+func (it *Item) removedTogether() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), retry.CleanupTimeout)
+	defer cancel()
+	cli := it.q.cli
+	claimGone, err := waitfor.GoneAt(ctx, cli, it.h.Key(), it.h.Token(), it.claimedAt)
+	if err != nil || claimGone == 0 {
+		return false
+	}
+	resp, err := cli.Get(ctx, it.key, clientv3.WithKeysOnly())
+	if err != nil || len(resp.Kvs) != 0 {
+		return false
+	}
+	itemGone, err := waitfor.GoneAt(ctx, cli, it.key, 0, it.claimedAt)
+	return err == nil && itemGone == claimGone
 }
 
 // ended runs once when the claim ends, however it ends. Unless the item

@@ -2,17 +2,16 @@ package queue
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"math"
 	"strings"
-	"sync"
 	"sync/atomic"
 
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/lockstep-go/lockstep"
 	"github.com/lockstep-go/lockstep/internal/keys"
+	"github.com/lockstep-go/lockstep/internal/rpc"
 )
 
 // requestAllowance is what a request needs besides its value: the Txn
@@ -43,9 +42,6 @@ type Queue struct {
 	// spread is how many items at the head a Dequeue chooses among: 1 (strict
 	// order) unless consumers of other processes compete; see choose.
 	spread atomic.Int64
-
-	pendingMu       sync.Mutex
-	pendingCleanups []cleanupTxn // see cleanUp
 }
 
 // New returns the queue named prefix for session s.
@@ -63,7 +59,7 @@ func New(s *lockstep.Session, prefix string, opts ...Option) (*Queue, error) {
 		return nil, fmt.Errorf("queue: %w", err)
 	}
 	if err := keys.CheckPrefix(prefix); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("queue: %w", err)
 	}
 	o := options{maxRequest: DefaultMaxRequestBytes}
 	for _, opt := range opts {
@@ -115,10 +111,11 @@ func (q *Queue) MaxValueSize() int { return q.maxValue }
 // It costs one round trip; a concurrent Enqueue of the same priority can
 // cost it one more. It returns ErrInvalidPriority or ErrTooLarge, and an
 // error wrapping the session's Err if the session ended, before writing
-// anything.
+// anything. Errors that may pass are retried, and a retry finds the item
+// an attempt whose answer was lost enqueued, so it is not enqueued twice.
 //
-// If it returns an error other than those, the item may or may not have
-// been enqueued.
+// If it returns another error, the item may or may not have been
+// enqueued.
 func (q *Queue) Enqueue(ctx context.Context, value string, opts ...EnqueueOption) (string, error) {
 	var o enqueueOptions
 	for _, opt := range opts {
@@ -142,26 +139,30 @@ func (q *Queue) Enqueue(ctx context.Context, value string, opts ...EnqueueOption
 		// The new key must sort after every item of its priority still
 		// present: then key order is the order in which Enqueues took effect,
 		// whatever the producers' clocks say. If it would not, the Else
-		// branch returns the last key so that the retry can go past it.
-		resp, err := q.cli.Txn(ctx).
-			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0).WithRange(end)).
-			Then(clientv3.OpPut(key, value)).
-			Else(clientv3.OpGet(key, clientv3.WithRange(end), clientv3.WithKeysOnly(),
-				clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(1))).
-			Commit()
+		// branch returns the last key so that the next try can go past it,
+		// and our own key, in case an attempt whose answer was lost wrote it.
+		res, err := rpc.Commit(ctx, q.cli, q.s, rpc.Txn{
+			If:   []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0).WithRange(end)},
+			Then: []clientv3.Op{clientv3.OpPut(key, value)},
+			Else: []clientv3.Op{
+				clientv3.OpGet(key, clientv3.WithRange(end), clientv3.WithKeysOnly(),
+					clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(1)),
+				clientv3.OpGet(key, clientv3.WithKeysOnly()),
+			},
+		})
 		if err != nil {
 			return "", q.rpcErr(ctx, "enqueue", err)
 		}
-		if resp.Succeeded {
+		if res.Succeeded || len(res.Responses[1].GetResponseRange().Kvs) == 1 {
 			return id, nil
 		}
-		kvs := resp.Responses[0].GetResponseRange().Kvs
+		kvs := res.Responses[0].GetResponseRange().Kvs
 		if len(kvs) == 0 {
 			continue // the key that was in the way is gone already
 		}
 		last := strings.TrimPrefix(string(kvs[0].Key), q.items)
-		if !validID(last) {
-			return "", fmt.Errorf("queue: enqueue: foreign key %q under %s", kvs[0].Key, q.items)
+		if !validID(last) || stampOf(last) == math.MaxUint64 {
+			return "", fmt.Errorf("%w: %q under %s: no item can be enqueued after it", ErrMalformed, kvs[0].Key, q.items)
 		}
 		floor = stampOf(last) + 1
 	}
@@ -170,7 +171,7 @@ func (q *Queue) Enqueue(ctx context.Context, value string, opts ...EnqueueOption
 // Len returns the number of items in the queue that have not been acked,
 // claimed or not. It costs one round trip.
 func (q *Queue) Len(ctx context.Context) (int, error) {
-	resp, err := q.cli.Get(ctx, q.items, clientv3.WithRange(q.itemsEnd), clientv3.WithCountOnly())
+	resp, err := rpc.Get(ctx, q.cli, q.s, q.items, clientv3.WithRange(q.itemsEnd), clientv3.WithCountOnly())
 	if err != nil {
 		return 0, q.rpcErr(ctx, "len", err)
 	}
@@ -178,22 +179,10 @@ func (q *Queue) Len(ctx context.Context) (int, error) {
 }
 
 // rpcErr turns the error of an etcd call into the one to return: ctx's error
-// if ctx ended, a session loss if the server no longer knows our lease.
+// if ctx ended, else the error with what failed.
 func (q *Queue) rpcErr(ctx context.Context, op string, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
-		return q.lostErr()
-	}
 	return fmt.Errorf("queue: %s %s: %w", op, q.prefix, err)
-}
-
-// lostErr is the error for a lease the server no longer knows: the
-// session's own reason if it has noticed already.
-func (q *Queue) lostErr() error {
-	if err := q.s.Err(); err != nil {
-		return fmt.Errorf("queue: %s: %w", q.prefix, err)
-	}
-	return fmt.Errorf("queue: %s: %w: lease %x not found on the server", q.prefix, lockstep.ErrSessionLost, int64(q.s.Lease()))
 }

@@ -10,6 +10,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/lockstep-go/lockstep/internal/retry"
+	"github.com/lockstep-go/lockstep/internal/rpc"
 	"github.com/lockstep-go/lockstep/internal/waitfor"
 )
 
@@ -56,30 +57,53 @@ func (d *dequeue) join(ctx context.Context, seen int64) (*view, error) {
 	key := fmt.Sprintf("%s%x-%08x", q.waiters, int64(q.s.Lease()), rand.Uint32())
 	h := d.head()
 	// The put comes first, so the last two waiters to join are us and the
-	// one just ahead.
+	// one just ahead; unless an attempt whose answer was lost put our key
+	// earlier, which the read of our key tells.
 	ops := append([]clientv3.Op{
 		clientv3.OpPut(key, "", clientv3.WithLease(q.s.Lease())),
+		clientv3.OpGet(key),
 		q.lastWaiters(2, 0),
 	}, q.headOps(h)...)
-	resp, err := q.cli.Txn(ctx).If(q.fenced(seen)).Then(ops...).Else(q.headOps(h)...).Commit()
+	res, err := rpc.Commit(ctx, q.cli, q.s, rpc.Txn{If: []clientv3.Cmp{q.fenced(seen)}, Then: ops, Else: q.headOps(h)})
 	if err != nil {
 		d.abandon(ctx, clientv3.Compare(clientv3.CreateRevision(key), ">", 0), clientv3.OpDelete(key))
 		return nil, q.rpcErr(ctx, "dequeue", err)
 	}
-	if !resp.Succeeded {
+	if !res.Succeeded {
 		// Another call of this session abandoned a request since our read;
 		// read again and retry.
-		return d.viewAt(h, resp, 0), nil
+		return d.viewAt(h, res.TxnResponse, 0), nil
 	}
-	rev := resp.Header.Revision
-	d.w = &waiter{key: key, rev: rev, seenRev: rev}
-	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
-		if string(kv.Key) != key && kv.CreateRevision < rev {
+	rev := res.Header.Revision
+	mine := res.Responses[1].GetResponseRange().Kvs[0].CreateRevision
+	d.w = &waiter{key: key, rev: mine, seenRev: rev}
+	if mine != rev {
+		if err := d.findPred(ctx); err != nil {
+			return nil, err
+		}
+		return d.viewAt(h, res.TxnResponse, 3), nil
+	}
+	for _, kv := range res.Responses[2].GetResponseRange().Kvs {
+		if string(kv.Key) != key {
 			d.w.pred, d.w.predRev = string(kv.Key), kv.CreateRevision
 			break
 		}
 	}
-	return d.viewAt(h, resp, 2), nil
+	return d.viewAt(h, res.TxnResponse, 3), nil
+}
+
+// findPred reads who waits just ahead of us.
+func (d *dequeue) findPred(ctx context.Context) error {
+	w := d.w
+	resp, err := rpc.Commit(ctx, d.q.cli, d.q.s, rpc.Txn{Then: []clientv3.Op{d.q.lastWaiters(1, w.rev)}})
+	if err != nil {
+		return d.q.rpcErr(ctx, "dequeue", err)
+	}
+	w.pred, w.seenRev = "", resp.Header.Revision
+	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+		w.pred, w.predRev = string(kvs[0].Key), kvs[0].CreateRevision
+	}
+	return nil
 }
 
 // waitPred waits until the waiter ahead of us leaves the line (it claimed
@@ -107,15 +131,15 @@ func (d *dequeue) waitPred(ctx context.Context, v *view) (*view, error) {
 	}
 	h := d.head()
 	ops := append([]clientv3.Op{d.q.lastWaiters(1, d.w.rev)}, d.q.headOps(h)...)
-	resp, err := d.q.cli.Txn(ctx).Then(ops...).Commit()
+	res, err := rpc.Commit(ctx, d.q.cli, d.q.s, rpc.Txn{Then: ops})
 	if err != nil {
 		return nil, d.q.rpcErr(ctx, "dequeue", err)
 	}
-	d.w.pred, d.w.seenRev = "", resp.Header.Revision
-	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+	d.w.pred, d.w.seenRev = "", res.Header.Revision
+	if kvs := res.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
 		d.w.pred, d.w.predRev = string(kvs[0].Key), kvs[0].CreateRevision
 	}
-	return d.viewAt(h, resp, 1), nil
+	return d.viewAt(h, res.TxnResponse, 1), nil
 }
 
 // waitHead watches claims and items from just after v until an item may
@@ -138,11 +162,11 @@ func (d *dequeue) waitHead(ctx context.Context, v *view) (*view, error) {
 				// The watch broke or fell behind compaction: start again
 				// from a fresh read.
 				d.stopWatch()
-				if ctx.Err() != nil {
-					return nil, ctx.Err()
-				}
-				if err := retry.Sleep(ctx, w.breaks); err != nil {
-					return nil, err
+				if !retry.Pause(ctx, retry.Delay(w.breaks), d.q.s.Done()) {
+					if ctx.Err() != nil {
+						return nil, ctx.Err()
+					}
+					return nil, fmt.Errorf("queue: %w", d.q.s.Err())
 				}
 				w.breaks++
 				return d.read(ctx)
@@ -206,15 +230,16 @@ func (d *dequeue) stopWatch() {
 	}
 }
 
-// leave gives up our place in line, if we still have one.
+// leave gives up our place in line, if we still have one, under its own
+// bounded context (ctx may have ended), or through the session.
 func (d *dequeue) leave(ctx context.Context) {
 	if d.w == nil {
 		return
 	}
 	d.stopWatch()
-	d.q.cleanUp(ctx, cleanupTxn{
-		cmp:  clientv3.Compare(clientv3.CreateRevision(d.w.key), "=", d.w.rev),
-		then: []clientv3.Op{clientv3.OpDelete(d.w.key)},
+	rpc.Sweep(ctx, d.q.cli, d.q.s, rpc.Cleanup{
+		If:   []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(d.w.key), "=", d.w.rev)},
+		Then: []clientv3.Op{clientv3.OpDelete(d.w.key)},
 	})
 	d.w = nil
 }

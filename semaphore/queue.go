@@ -2,17 +2,15 @@ package semaphore
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/lockstep-go/lockstep"
 	"github.com/lockstep-go/lockstep/internal/keys"
-	"github.com/lockstep-go/lockstep/internal/retry"
+	"github.com/lockstep-go/lockstep/internal/rpc"
 )
 
 // The queue is the set of keys under prefix/, ordered by create revision.
@@ -47,9 +45,9 @@ type view struct {
 // (fewer than limit ahead), are first in line (exactly limit) or wait
 // behind another waiter.
 //
-// A transient failure (leader election, unreachable member) is retried with
-// backoff. The failed write may have been applied without our seeing it, so
-// its key is deleted in the retry's own transaction.
+// Errors that may pass are retried with the same key, so an attempt whose
+// answer was lost is found by the retry (the Else branch) and keeps its
+// place; the keys ahead of it are read then.
 func (m *Semaphore) enqueue(ctx context.Context) (*ticket, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -57,80 +55,72 @@ func (m *Semaphore) enqueue(ctx context.Context) (*ticket, error) {
 	if m.s.Err() != nil {
 		return nil, m.sessionErr()
 	}
-	for attempt := 0; ; {
-		key := fmt.Sprintf("%s/%x-%016x", m.prefix, int64(m.s.Lease()), rand.Uint64())
-		orphans := m.takeOrphans()
-		ops := make([]clientv3.Op, 0, len(orphans)+2)
-		for _, o := range orphans {
-			// Names are never reused, so an unguarded delete touches only ours.
-			ops = append(ops, clientv3.OpDelete(o))
-		}
-		ops = append(ops,
+	key := fmt.Sprintf("%s/%x-%016x", m.prefix, int64(m.s.Lease()), rand.Uint64())
+	res, err := rpc.Commit(ctx, m.s.Client(), m.s, rpc.Txn{
+		If: []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)},
+		Then: []clientv3.Op{
 			clientv3.OpPut(key, m.value, clientv3.WithLease(m.s.Lease())),
 			clientv3.OpGet(keys.Dir(m.prefix),
 				clientv3.WithPrefix(),
 				clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend),
-				clientv3.WithLimit(int64(m.limit)+2)))
-		resp, err := m.s.Client().Txn(ctx).
-			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-			Then(ops...).
-			Commit()
+				clientv3.WithLimit(int64(m.limit)+2)),
+		},
+		Else: []clientv3.Op{clientv3.OpGet(key)},
+	})
+	if err != nil {
+		if res.Retried {
+			m.cleanup(ctx, key, 0)
+		}
+		return nil, ctxErr(ctx, m.writeErr(err))
+	}
+	if !res.Succeeded {
+		// An earlier attempt created our key.
+		kvs := res.Responses[0].GetResponseRange().Kvs
+		if len(kvs) == 0 {
+			return nil, fmt.Errorf("semaphore: %w: key %s deleted as it was written", lockstep.ErrLost, key)
+		}
+		t := &ticket{m: m, key: key, rev: kvs[0].CreateRevision}
+		if t.first, err = t.read(ctx); err == nil {
+			err = m.agree(t.first.ahead)
+		}
 		if err != nil {
-			m.putOrphans(append(orphans, key))
-			if retry.Transient(err) && ctx.Err() == nil {
-				if perr := m.pause(ctx, attempt); perr == nil {
-					attempt++
-					continue
-				}
-			}
-			m.cleanupOrphans(ctx)
-			return nil, ctxErr(ctx, m.writeErr(err))
-		}
-		if !resp.Succeeded {
-			// A random 64-bit name already taken: pick another.
-			m.putOrphans(orphans)
-			continue
-		}
-		kvs := resp.Responses[len(resp.Responses)-1].GetResponseRange().Kvs
-		rev := resp.Header.Revision
-		if len(kvs) == 0 || string(kvs[0].Key) != key || kvs[0].CreateRevision != rev {
-			m.cleanup(ctx, key, rev)
-			return nil, fmt.Errorf("semaphore: %s: our new key %s is not the newest under the prefix", m.prefix, key)
-		}
-		t := &ticket{m: m, key: key, rev: rev, first: view{ahead: kvs[1:], rev: rev}}
-		if err := m.agree(t.first.ahead); err != nil {
-			m.cleanup(ctx, key, rev)
+			m.cleanup(ctx, key, t.rev)
 			return nil, err
 		}
 		return t, nil
 	}
+	kvs := res.Responses[1].GetResponseRange().Kvs
+	rev := res.Header.Revision
+	if len(kvs) == 0 || string(kvs[0].Key) != key || kvs[0].CreateRevision != rev {
+		m.cleanup(ctx, key, rev)
+		return nil, fmt.Errorf("semaphore: %s: our new key %s is not the newest under the prefix", m.prefix, key)
+	}
+	t := &ticket{m: m, key: key, rev: rev, first: view{ahead: kvs[1:], rev: rev}}
+	if err := m.agree(t.first.ahead); err != nil {
+		m.cleanup(ctx, key, rev)
+		return nil, err
+	}
+	return t, nil
 }
 
 // read reads the queue again: our key and the limit+1 keys nearest ahead of
 // it. The range stops at our create revision, so our key comes first if it
-// still exists, which is how a waiter learns that it was deleted. Transient
-// failures are retried: a waiter must not lose its place to an election.
+// still exists, which is how a waiter learns that it was deleted. Failures
+// that may pass are retried: a waiter must not lose its place to an
+// election.
 func (t *ticket) read(ctx context.Context) (view, error) {
-	for attempt := 0; ; attempt++ {
-		resp, err := t.m.s.Client().Get(ctx, keys.Dir(t.m.prefix),
-			clientv3.WithPrefix(),
-			clientv3.WithMaxCreateRev(t.rev),
-			clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend),
-			clientv3.WithLimit(int64(t.m.limit)+2))
-		if err != nil {
-			if retry.Transient(err) && ctx.Err() == nil {
-				if perr := t.m.pause(ctx, attempt); perr != nil {
-					return view{}, perr
-				}
-				continue
-			}
-			return view{}, ctxErr(ctx, fmt.Errorf("semaphore: read %s: %w", t.m.prefix, err))
-		}
-		if len(resp.Kvs) == 0 || string(resp.Kvs[0].Key) != t.key {
-			return view{}, t.m.keyGone(ctx, t.key)
-		}
-		return view{ahead: resp.Kvs[1:], rev: resp.Header.Revision}, nil
+	resp, err := rpc.Get(ctx, t.m.s.Client(), t.m.s, keys.Dir(t.m.prefix),
+		clientv3.WithPrefix(),
+		clientv3.WithMaxCreateRev(t.rev),
+		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend),
+		clientv3.WithLimit(int64(t.m.limit)+2))
+	if err != nil {
+		return view{}, ctxErr(ctx, t.m.writeErr(err))
 	}
+	if len(resp.Kvs) == 0 || string(resp.Kvs[0].Key) != t.key {
+		return view{}, t.m.keyGone(ctx, t.key)
+	}
+	return view{ahead: resp.Kvs[1:], rev: resp.Header.Revision}, nil
 }
 
 // agree checks that every key read records this client's limit. A permit
@@ -158,11 +148,7 @@ func (m *Semaphore) keyGone(ctx context.Context, key string) error {
 	return fmt.Errorf("semaphore: %w: key %s deleted while waiting", lockstep.ErrLost, key)
 }
 
-// writeErr names a write that failed because the lease is gone for what it
-// is: a lost session.
+// writeErr names a failed request: the session's end, or etcd's error.
 func (m *Semaphore) writeErr(err error) error {
-	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
-		return fmt.Errorf("semaphore: %w: lease %x not found on the server", lockstep.ErrSessionLost, int64(m.s.Lease()))
-	}
-	return fmt.Errorf("semaphore: write %s: %w", m.prefix, err)
+	return fmt.Errorf("semaphore: %s: %w", m.prefix, err)
 }

@@ -5,20 +5,14 @@ import (
 	"fmt"
 	"math"
 	"strconv"
-	"sync"
-	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/lockstep-go/lockstep"
 	"github.com/lockstep-go/lockstep/internal/keys"
 	"github.com/lockstep-go/lockstep/internal/own"
-	"github.com/lockstep-go/lockstep/internal/retry"
+	"github.com/lockstep-go/lockstep/internal/rpc"
 )
-
-// cleanupTimeout bounds the delete of a key left by an acquisition that
-// failed or was cancelled; it runs after the caller's ctx has ended.
-const cleanupTimeout = 5 * time.Second
 
 // Semaphore is a counting semaphore with a fixed number of permits shared
 // by every client that uses the same prefix and limit. Permits are granted
@@ -33,9 +27,6 @@ type Semaphore struct {
 	prefix string
 	limit  int
 	value  string // the limit as every key of this client records it
-
-	mu      sync.Mutex
-	orphans []string // keys whose cleanup failed; the next acquisition deletes them
 }
 
 // New returns a semaphore with limit permits under prefix. Every client of
@@ -112,7 +103,7 @@ type Holder struct {
 // Holders returns the current holders, oldest first, in one round trip. It
 // returns ErrLimitMismatch if one of them records a different limit.
 func (m *Semaphore) Holders(ctx context.Context) ([]Holder, error) {
-	resp, err := m.s.Client().Get(ctx, keys.Dir(m.prefix),
+	resp, err := rpc.Get(ctx, m.s.Client(), nil, keys.Dir(m.prefix),
 		clientv3.WithPrefix(),
 		clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend),
 		clientv3.WithLimit(int64(m.limit)))
@@ -136,78 +127,27 @@ func (m *Semaphore) newPermit(key string, rev, fromRev int64) *Permit {
 	return &Permit{Ownership: h, h: h}
 }
 
-// cleanup removes the key of an acquisition that did not succeed, guarded
-// by its create revision, under its own bounded context because the
-// caller's may have ended. A key that cannot be deleted now is remembered
-// and deleted by the next acquisition's transaction; failing that, it goes
-// with the session's lease.
+// cleanup removes the key of an acquisition that did not succeed, if rev
+// is its create revision, or (rev 0) if a put whose answer never came may
+// have created it: such a put may still be in flight, and the session
+// looks again once it cannot be. It runs under its own bounded context,
+// the caller's may have ended, and hands what it cannot finish to the
+// session.
 func (m *Semaphore) cleanup(ctx context.Context, key string, rev int64) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-	defer cancel()
-	_, err := m.s.Client().Txn(ctx).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", rev)).
-		Then(clientv3.OpDelete(key)).
-		Commit()
-	if err != nil && m.s.Err() == nil {
-		m.putOrphans([]string{key})
+	c := rpc.Cleanup{
+		If:   []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", rev)},
+		Then: []clientv3.Op{clientv3.OpDelete(key)},
 	}
-}
-
-// cleanupOrphans deletes the keys of writes whose outcome we did not see,
-// under its own bounded context. Their names are never reused, so an
-// unguarded delete touches only ours.
-func (m *Semaphore) cleanupOrphans(ctx context.Context) {
-	orphans := m.takeOrphans()
-	if len(orphans) == 0 || m.s.Err() != nil {
-		return
+	if rev == 0 {
+		c.If = []clientv3.Cmp{clientv3.Compare(clientv3.LeaseValue(key), "=", m.s.Lease())}
+		c.Recheck = rpc.InFlight
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-	defer cancel()
-	ops := make([]clientv3.Op, len(orphans))
-	for i, o := range orphans {
-		ops[i] = clientv3.OpDelete(o)
-	}
-	if _, err := m.s.Client().Txn(ctx).Then(ops...).Commit(); err != nil {
-		m.putOrphans(orphans)
-	}
-}
-
-// takeOrphans returns the keys left by failed cleanups and forgets them;
-// putOrphans gives them back if they could not be deleted either.
-func (m *Semaphore) takeOrphans() []string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	o := m.orphans
-	m.orphans = nil
-	return o
-}
-
-func (m *Semaphore) putOrphans(o []string) {
-	if len(o) == 0 {
-		return
-	}
-	m.mu.Lock()
-	m.orphans = append(m.orphans, o...)
-	m.mu.Unlock()
+	rpc.Sweep(ctx, m.s.Client(), m.s, c)
 }
 
 // sessionErr is the error for a session that ended while we waited.
 func (m *Semaphore) sessionErr() error {
 	return fmt.Errorf("semaphore: %w", m.s.Err())
-}
-
-// pause waits before retry number attempt, or returns why it cannot go on.
-func (m *Semaphore) pause(ctx context.Context, attempt int) error {
-	t := time.NewTimer(retry.Delay(attempt))
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-m.s.Done():
-		return m.sessionErr()
-	case <-t.C:
-		return nil
-	}
 }
 
 // ctxErr returns ctx's error unwrapped if ctx ended, else err: a caller

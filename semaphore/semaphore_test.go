@@ -32,7 +32,7 @@ func TestNewRejectsBadInput(t *testing.T) {
 		{"nil session", nil, "/sem", 1, lockstep.ErrNilSession},
 		{"closed session", closed, "/sem", 1, lockstep.ErrSessionClosed},
 		{"empty prefix", live, "", 1, lockstep.ErrInvalidPrefix},
-		{"prefix ending in slash", live, "/sem/", 1, lockstep.ErrInvalidPrefix},
+		{"prefix ending in two slashes", live, "/sem//", 1, lockstep.ErrInvalidPrefix},
 		{"zero limit", live, "/sem", 0, semaphore.ErrInvalidLimit},
 		{"negative limit", live, "/sem", -3, semaphore.ErrInvalidLimit},
 		{"huge limit", live, "/sem", huge, semaphore.ErrInvalidLimit},

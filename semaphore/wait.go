@@ -9,6 +9,7 @@ import (
 
 	"github.com/lockstep-go/lockstep/internal/keys"
 	"github.com/lockstep-go/lockstep/internal/retry"
+	"github.com/lockstep-go/lockstep/internal/rpc"
 )
 
 // How waiting works (docs/semaphore.md has the argument in full).
@@ -107,8 +108,11 @@ func (t *ticket) wait(ctx context.Context) (*Permit, error) {
 		case broken:
 			w.stop()
 			w = nil
-			if err := t.m.pause(ctx, attempt); err != nil {
-				return nil, err
+			if !retry.Pause(ctx, retry.Delay(attempt), t.m.s.Done()) {
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+				return nil, t.m.sessionErr()
 			}
 			attempt++
 		default:
@@ -170,29 +174,23 @@ func (t *ticket) waitOn(ctx context.Context, w *watch, v view, first bool) (wake
 // touches its key first, in a transaction guarded by its revision, to wake
 // the waiter behind it; seen is then unused. A ticket that held from the
 // start passes seen, the revision of the read that showed it holds. The
-// guarded touch can be repeated safely, so transient failures are retried.
+// guarded touch can be applied twice, so failures that may pass are
+// retried.
 func (t *ticket) grant(ctx context.Context, touch bool, seen int64) (*Permit, error) {
 	if !touch {
 		return t.m.newPermit(t.key, t.rev, seen+1), nil
 	}
-	for attempt := 0; ; attempt++ {
-		resp, err := t.m.s.Client().Txn(ctx).
-			If(clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.rev)).
-			Then(clientv3.OpPut(t.key, t.m.value, clientv3.WithLease(t.m.s.Lease()))).
-			Commit()
-		switch {
-		case err != nil && retry.Transient(err) && ctx.Err() == nil:
-			if perr := t.m.pause(ctx, attempt); perr != nil {
-				return nil, perr
-			}
-		case err != nil:
-			return nil, ctxErr(ctx, t.m.writeErr(err))
-		case !resp.Succeeded:
-			return nil, t.m.keyGone(ctx, t.key)
-		default:
-			return t.m.newPermit(t.key, t.rev, resp.Header.Revision+1), nil
-		}
+	res, err := rpc.Commit(ctx, t.m.s.Client(), t.m.s, rpc.Txn{
+		If:   []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(t.key), "=", t.rev)},
+		Then: []clientv3.Op{clientv3.OpPut(t.key, t.m.value, clientv3.WithLease(t.m.s.Lease()))},
+	})
+	switch {
+	case err != nil:
+		return nil, ctxErr(ctx, t.m.writeErr(err))
+	case !res.Succeeded:
+		return nil, t.m.keyGone(ctx, t.key)
 	}
+	return t.m.newPermit(t.key, t.rev, res.Header.Revision+1), nil
 }
 
 // next returns the next watch response, nil if the watch ended, or an

@@ -86,7 +86,10 @@ released. Exits 75 if the gate is already closed.
 Without CMD the gate stays closed after lockstep exits, until someone runs
 'lockstep barrier release NAME'. With CMD it is closed only while CMD runs:
 it opens when CMD exits (lockstep exits with CMD's code), and if lockstep
-dies, when its session's lease expires (--ttl).
+dies, when its session's lease expires (--ttl). If the hold is lost while
+CMD runs (its lease ends, or someone releases the gate), CMD is stopped as
+'lock' stops it and lockstep exits 76; it never opens a hold that someone
+else took since.
 
 example: hold the workers while a migration runs
   lockstep barrier hold /gates/schema -- ./migrate.sh
@@ -120,7 +123,8 @@ example: hold the workers while a migration runs
 	if err != nil {
 		return f.usageError(stderr, "%v", err)
 	}
-	if err := b.Hold(ctx); errors.Is(err, barrier.ErrHeld) {
+	h, err := b.Hold(ctx)
+	if errors.Is(err, barrier.ErrHeld) {
 		fmt.Fprintf(stderr, "lockstep barrier hold: %s is already held\n", name)
 		return exitBusy
 	} else if err != nil {
@@ -129,21 +133,9 @@ example: hold the workers while a migration runs
 	if cmd == nil {
 		return exitOK
 	}
-	defer releaseGate(b, stderr)
 	env := append([]string{"LOCKSTEP_NAME=" + name}, conn.env()...)
-	res := child{args: cmd, env: env, stdout: stdout, stderr: stderr, grace: hf.grace}.run(ctx, nil)
-	if res.err != nil {
-		fmt.Fprintf(stderr, "lockstep barrier hold: %v\n", res.err)
-	}
-	return res.code
-}
-
-func releaseGate(b *barrier.Barrier, stderr io.Writer) {
-	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
-	defer cancel()
-	if err := b.Release(ctx); err != nil {
-		fmt.Fprintf(stderr, "lockstep barrier hold: release %s: %v (the session's end releases it)\n", b.Key(), err)
-	}
+	return holding{cmd: "barrier hold", what: "gate " + name, own: h, release: h.Release, env: env}.
+		run(ctx, cmd, hf.grace, stdout, stderr)
 }
 
 func runBarrierRelease(ctx context.Context, args []string, stdout, stderr io.Writer) int {

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/lockstep-go/lockstep/internal/testutil"
 )
 
@@ -85,4 +87,31 @@ func TestBarrierEnterLeave(t *testing.T) {
 	}
 	invoke(t, ctx, "barrier", "enter", name, "--count", "2", "--timeout", "100ms").wantCode(t, exitBusy)
 	waitKeys(t, ctx, cli, name, 0)
+}
+
+// A hold whose session ends while CMD runs is lost: lockstep stops CMD,
+// exits 76, and leaves alone the hold someone else took meanwhile.
+func TestBarrierHoldLostWhileCMDRuns(t *testing.T) {
+	ctx := testutil.Context(t, 2*time.Minute)
+	cli := testutil.Client(t)
+	gate := testutil.Prefix(t)
+	p := start(t, "barrier", "hold", gate, "--", "sh", "-c", "echo ready; while :; do sleep 0.05; done")
+	p.waitOut(ctx, "ready")
+	resp, err := cli.Get(ctx, gate)
+	if err != nil || len(resp.Kvs) != 1 || resp.Kvs[0].Lease == 0 {
+		t.Fatalf("the gate's key while CMD runs: %v, %v; want one, with a lease", resp, err)
+	}
+	if _, err := cli.Revoke(ctx, clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, gate, "someone else"); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.wait(ctx); code != exitLost {
+		t.Fatalf("exit code %d, want %d\nstderr:\n%s", code, exitLost, p.stderr)
+	}
+	resp, err = cli.Get(ctx, gate)
+	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "someone else" {
+		t.Fatalf("the gate's key after lockstep exited: %v, %v; want the other hold", resp, err)
+	}
 }

@@ -8,6 +8,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/lockstep-go/lockstep/internal/retry"
 	"github.com/lockstep-go/lockstep/mutex"
 )
 
@@ -96,7 +97,7 @@ A paused worker wakes up after losing the lock and tries to write.`, false)
 	}
 	l2 := r.l
 	defer func() {
-		uctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+		uctx, cancel := context.WithTimeout(context.Background(), retry.CleanupTimeout)
 		defer cancel()
 		l2.Unlock(uctx)
 	}()

@@ -8,11 +8,8 @@ import (
 	"time"
 
 	"github.com/lockstep-go/lockstep"
+	"github.com/lockstep-go/lockstep/internal/retry"
 )
-
-// releaseTimeout bounds a release after CMD is done or a signal came: the
-// session's Close, which revokes the lease, follows it anyway.
-const releaseTimeout = 5 * time.Second
 
 // holdFlags is --grace, for commands that run CMD while holding something.
 type holdFlags struct{ grace time.Duration }
@@ -79,7 +76,7 @@ func (h holding) run(ctx context.Context, cmd []string, grace time.Duration, std
 }
 
 func (h holding) releaseNow() error {
-	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), retry.CleanupTimeout)
 	defer cancel()
 	return h.release(ctx)
 }

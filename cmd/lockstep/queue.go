@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/lockstep-go/lockstep/internal/retry"
 	"github.com/lockstep-go/lockstep/queue"
 )
 
@@ -227,7 +228,7 @@ func openQueue(ctx context.Context, f *cmdFlags, conn *connFlags, name string, s
 // finish acks or nacks under its own timeout, so that a signal does not
 // leave the item claimed until the lease expires; an error is reported.
 func finish(op func(context.Context) error, name string, stderr io.Writer) error {
-	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), retry.CleanupTimeout)
 	defer cancel()
 	err := op(ctx)
 	if errors.Is(err, queue.ErrClaimLost) {

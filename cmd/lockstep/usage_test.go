@@ -40,7 +40,7 @@ func TestUsage(t *testing.T) {
 		{"unknown barrier command", []string{"barrier", "open", "/x"}, exitUsage, nil, []string{`unknown command "open"`}},
 		{"queue push without value", []string{"queue", "push", "/q"}, exitUsage, nil, []string{"NAME and VALUE"}},
 		{"elect with a bad policy", []string{"elect", "/e", "--policy", "sometimes"}, exitUsage, nil, []string{"--policy"}},
-		{"prefix ending in a slash", []string{"lock", "/x/", "--", "true"}, exitUsage, nil, []string{"prefix"}},
+		{"prefix ending in two slashes", []string{"lock", "/x//", "--", "true"}, exitUsage, nil, []string{"prefix"}},
 		{"ttl under the minimum", []string{"lock", "--ttl", "1s", "/x", "--", "true"}, exitUsage, nil, []string{"ttl"}},
 		{"etcd unreachable", []string{"lock", "--endpoints", "http://127.0.0.1:1", "--dial-timeout", "300ms", "/x", "--", "true"},
 			exitError, nil, []string{"does not answer"}},

@@ -11,20 +11,22 @@ import (
 )
 
 // CheckPrefix accepts a prefix the way etcd's concurrency package uses it:
-// non-empty, without a trailing "/" (the separator is added here), so that
-// "/locks/a" and "/locks/a/" cannot name two different locks.
+// the separator is always added (see Dir), so "/locks/a" and "/locks/a/"
+// name two different locks, there and here alike. It refuses an empty
+// prefix, "/" alone, and one that ends in "//": none of them names
+// anything a user would mean.
 func CheckPrefix(prefix string) error {
 	switch {
-	case prefix == "":
-		return fmt.Errorf("%w: empty", lockstep.ErrInvalidPrefix)
-	case strings.HasSuffix(prefix, "/"):
-		return fmt.Errorf("%w: %q ends in /", lockstep.ErrInvalidPrefix, prefix)
+	case prefix == "" || prefix == "/":
+		return fmt.Errorf("%w: %q", lockstep.ErrInvalidPrefix, prefix)
+	case strings.HasSuffix(prefix, "//"):
+		return fmt.Errorf("%w: %q ends in //", lockstep.ErrInvalidPrefix, prefix)
 	}
 	return nil
 }
 
-// Dir returns the prefix with its separator: the range that holds a
-// primitive's keys.
+// Dir returns the prefix with its separator, as etcd's concurrency package
+// makes it: the range that holds a primitive's keys.
 func Dir(prefix string) string { return prefix + "/" }
 
 // Lease returns the key etcd's concurrency Mutex and Election use for a

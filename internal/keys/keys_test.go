@@ -22,7 +22,8 @@ func TestCheckPrefix(t *testing.T) {
 		{"/locks/report", nil},
 		{"x", nil},
 		{"", lockstep.ErrInvalidPrefix},
-		{"/locks/report/", lockstep.ErrInvalidPrefix},
+		{"/locks/report/", nil},
+		{"/locks/report//", lockstep.ErrInvalidPrefix},
 		{"/", lockstep.ErrInvalidPrefix},
 	}
 	for _, tt := range tests {
@@ -45,5 +46,9 @@ func TestLeaseKeyMatchesEtcdLayout(t *testing.T) {
 	}
 	if keys.Dir("/locks/report") != "/locks/report/" {
 		t.Fatalf("Dir: got %q", keys.Dir("/locks/report"))
+	}
+	// etcd's NewMutex(s, "/my-lock/") keys "/my-lock//<lease>".
+	if got := keys.Lease("/my-lock/", lease); got != fmt.Sprintf("/my-lock//%x", lease) {
+		t.Fatalf("Lease of a prefix with a trailing slash: got %q", got)
 	}
 }

@@ -7,13 +7,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lockstep-go/lockstep/internal/retry"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-
-	"github.com/lockstep-go/lockstep"
-	"github.com/lockstep-go/lockstep/internal/retry"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -52,8 +50,6 @@ func TestTransient(t *testing.T) {
 		{nil, false},
 		{context.Canceled, false},
 		{fmt.Errorf("read: %w", context.DeadlineExceeded), false},
-		{fmt.Errorf("mutex: %w", lockstep.ErrSessionLost), false},
-		{lockstep.ErrSessionClosed, false},
 		{status.Error(codes.Unavailable, "error reading from server: EOF"), true},
 		{fmt.Errorf("read: %w", status.Error(codes.Unavailable, "connection refused")), true},
 		{rpctypes.ErrGRPCNoLeader, true},
@@ -70,6 +66,26 @@ func TestTransient(t *testing.T) {
 	} {
 		if got := retry.Transient(tc.err); got != tc.want {
 			t.Errorf("Transient(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}
+
+func TestRefused(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{nil, false},
+		{rpctypes.ErrGRPCPermissionDenied, true},
+		{fmt.Errorf("campaign: %w", rpctypes.ErrPermissionDenied), true},
+		{rpctypes.ErrAuthFailed, true},
+		{rpctypes.ErrGRPCInvalidAuthToken, true},
+		{status.Error(codes.Unavailable, "connection refused"), false},
+		{rpctypes.ErrNoSpace, false},
+		{context.Canceled, false},
+	} {
+		if got := retry.Refused(tc.err); got != tc.want {
+			t.Errorf("Refused(%v) = %v, want %v", tc.err, got, tc.want)
 		}
 	}
 }
