@@ -10,7 +10,6 @@ import (
 
 	"github.com/lockstep-go/lockstep"
 	"github.com/lockstep-go/lockstep/internal/keys"
-	"github.com/lockstep-go/lockstep/internal/retry"
 	"github.com/lockstep-go/lockstep/internal/rpc"
 )
 
@@ -181,17 +180,8 @@ func (d *DoubleBarrier) explain(ctx context.Context, err error) error {
 // lost explains why our party key is gone although we did not delete it:
 // our lease ended (the session may not have noticed yet) or someone deleted
 // the key.
-func (d *DoubleBarrier) lost(ctx context.Context) error {
-	if err := d.s.Err(); err != nil {
-		return fmt.Errorf("barrier: %s: %w", d.Key(), err)
-	}
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), retry.CleanupTimeout)
-	defer cancel()
-	resp, err := d.cli.TimeToLive(cctx, d.s.Lease())
-	if err == nil && resp.TTL <= 0 {
-		return fmt.Errorf("barrier: %s: %w: lease %x no longer exists", d.Key(), lockstep.ErrSessionLost, int64(d.s.Lease()))
-	}
-	return fmt.Errorf("barrier: %s: %w: key deleted", d.Key(), lockstep.ErrLost)
+func (d *DoubleBarrier) lost(context.Context) error {
+	return fmt.Errorf("barrier: %w", rpc.Gone(d.s, d.Key()))
 }
 
 // cleanup removes our party key, our proxy and the proxies that watch us,

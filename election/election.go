@@ -10,6 +10,7 @@ import (
 	"github.com/lockstep-go/lockstep/internal/keys"
 	"github.com/lockstep-go/lockstep/internal/line"
 	"github.com/lockstep-go/lockstep/internal/own"
+	"github.com/lockstep-go/lockstep/internal/rpc"
 	"github.com/lockstep-go/lockstep/internal/waitfor"
 )
 
@@ -111,7 +112,7 @@ func (e *Election) ledWhenGone(ctx context.Context, f line.Followed) bool {
 			return false
 		}
 	}
-	resp, err := cli.Get(ctx, e.line.Dir, append(clientv3.WithFirstCreate(), clientv3.WithRev(f.GoneAt-1))...)
+	resp, err := rpc.Get(ctx, cli, e.s, e.line.Dir, append(clientv3.WithFirstCreate(), clientv3.WithRev(f.GoneAt-1))...)
 	return err == nil && len(resp.Kvs) == 1 &&
 		string(resp.Kvs[0].Key) == string(f.KV.Key) && resp.Kvs[0].CreateRevision == f.KV.CreateRevision
 }

@@ -6,7 +6,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/lockstep-go/lockstep/internal/keys"
+	"github.com/lockstep-go/lockstep/internal/rpc"
 )
 
 // Holder describes who holds a mutex at the revision it was read.
@@ -23,7 +23,7 @@ type Holder struct {
 // ErrNotLocked if nobody does. The holder may have changed by the time the
 // answer arrives; use it for display and diagnosis, not for decisions.
 func (m *Mutex) Holder(ctx context.Context) (Holder, error) {
-	resp, err := m.s.Client().Get(ctx, keys.Dir(m.prefix), clientv3.WithFirstCreate()...)
+	resp, err := rpc.Get(ctx, m.s.Client(), nil, m.line.Dir, clientv3.WithFirstCreate()...)
 	if err != nil {
 		if ctx.Err() != nil {
 			return Holder{}, ctx.Err()

@@ -48,7 +48,7 @@ func TestRobustDoubleBarrier(t *testing.T) {
 	hist, stopHistory := e.record(prefix)
 	stopWatchdog := e.watchdog()
 	reg := newLeases()
-	ctx, cancel := context.WithTimeout(context.Background(), *duration)
+	ctx, cancel := context.WithTimeout(context.Background(), runTime())
 	defer cancel()
 	e.runWorkers(ctx, reg, func(ctx context.Context, w *worker) {
 		e.barrierWorker(ctx, w, reg, name, log)

@@ -28,8 +28,12 @@ var (
 )
 
 // sessionTTL is short so that lost sessions, and their recovery, happen
-// many times within a run.
-const sessionTTL = 2 * time.Second
+// many times within a run. Half the workers use longTTL instead: long
+// enough that their session outlives a cleanup outage (see nemesis).
+const (
+	sessionTTL = 2 * time.Second
+	longTTL    = 12 * time.Second
+)
 
 // env is a 3-member embedded cluster and the clients of one workload. Each
 // worker's client reaches every member through its own fault proxies, so a
@@ -62,8 +66,10 @@ type env struct {
 // worker is one client process of a workload.
 type worker struct {
 	id      int
+	ttl     time.Duration // of its sessions
 	cli     *clientv3.Client
-	proxies []*faultproxy.Proxy // one per member
+	proxies []*faultproxy.Proxy  // one per member
+	loser   *testutil.ReplyLoser // loses answers to its requests
 }
 
 // revocation records a lease revoked by the nemesis: everything it owned
@@ -111,7 +117,10 @@ func newEnv(t *testing.T, workers int) *env {
 
 func (e *env) newWorker(id int) *worker {
 	e.t.Helper()
-	w := &worker{id: id}
+	w := &worker{id: id, ttl: sessionTTL, loser: &testutil.ReplyLoser{}}
+	if id%2 == 1 {
+		w.ttl = longTTL
+	}
 	var eps []string
 	for _, m := range e.cluster.Members() {
 		p, err := faultproxy.New("127.0.0.1:0", strings.TrimPrefix(m.Endpoint(), "http://"))
@@ -122,11 +131,13 @@ func (e *env) newWorker(id int) *worker {
 		w.proxies = append(w.proxies, p)
 		eps = append(eps, "http://"+p.Addr())
 	}
-	cli, err := clientv3.New(clientv3.Config{
+	cfg := clientv3.Config{
 		Endpoints:   eps,
 		DialTimeout: 2 * time.Second,
 		Logger:      zap.NewNop(),
-	})
+	}
+	w.loser.Lose(&cfg)
+	cli, err := clientv3.New(cfg)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -188,7 +199,7 @@ func (e *env) revocations() []revocation {
 func (w *worker) session(ctx context.Context, reg *leases) (*lockstep.Session, error) {
 	for attempt := 0; ; attempt++ {
 		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		s, err := lockstep.NewSession(sctx, w.cli, lockstep.WithTTL(sessionTTL))
+		s, err := lockstep.NewSession(sctx, w.cli, lockstep.WithTTL(w.ttl))
 		cancel()
 		if err == nil {
 			reg.add(s)
@@ -299,8 +310,13 @@ func (x *sessions) close() {
 	}
 }
 
-// runWorkers runs work once per worker, with the nemesis, until ctx ends
-// and every worker has returned, then heals the cluster.
+// runTime is how long a workload runs: the nemesis for -robust.duration,
+// then a calm tail in which every worker must make progress again (see
+// hangAfterHeal).
+func runTime() time.Duration { return *duration + hangAfterHeal + time.Second }
+
+// runWorkers runs work once per worker until ctx ends and every worker has
+// returned; the nemesis runs for the first -robust.duration of it.
 func (e *env) runWorkers(ctx context.Context, reg *leases, work func(ctx context.Context, w *worker)) {
 	stop := e.startNemesis(ctx, reg)
 	var wg sync.WaitGroup

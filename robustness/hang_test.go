@@ -7,15 +7,23 @@ import (
 	"time"
 )
 
-// A worker that makes no progress for hangHealthy while the cluster is
-// healthy, or for hangWall whatever happens, has hung. A fault leaves the
-// cluster unwell until settle after it healed: sessions lost during it end
-// within one TTL, and their keys are deleted within the server's next
-// expiry check (every 500 ms).
+// A worker has hung when it makes no progress:
+//
+//   - for hangHealthy while the cluster is healthy (a fault leaves it
+//     unwell until settle after it healed: sessions lost during it end
+//     within one TTL, and their keys are deleted within the server's next
+//     expiry check, every 500 ms);
+//   - for hangAfterHeal after the last fault healed, however unwell the
+//     cluster was before: what a cut-off holder owned is free within its
+//     lease's TTL (longTTL at most), and a waiter's own call ends within
+//     opTimeout; every workload ends with a calm tail this long (runTime),
+//     so each worker is held to it at least once;
+//   - for hangWall, whatever happens.
 const (
-	hangHealthy = 8 * time.Second
-	hangWall    = time.Minute
-	settle      = sessionTTL + time.Second
+	hangHealthy   = 8 * time.Second
+	hangAfterHeal = longTTL + opTimeout + 2*time.Second
+	hangWall      = time.Minute
+	settle        = sessionTTL + time.Second
 )
 
 // tracker is the last progress of one worker (or of a whole workload, for
@@ -75,6 +83,7 @@ func (e *env) watchdog() (stop func()) {
 
 func (e *env) checkHangs() {
 	now := e.now()
+	healed, active := e.lastHeal()
 	e.progressMu.Lock()
 	defer e.progressMu.Unlock()
 	for name, tr := range e.progress {
@@ -82,12 +91,30 @@ func (e *env) checkHangs() {
 			continue
 		}
 		healthy := e.healthy(tr.last, now, settle)
-		if healthy >= hangHealthy || now-tr.last >= hangWall {
+		sinceHeal := now - max(tr.last, healed)
+		if healthy >= hangHealthy || (!active && sinceHeal >= hangAfterHeal) || now-tr.last >= hangWall {
 			tr.stalled = true
-			e.hangs = append(e.hangs, fmt.Sprintf("hang: %s made no progress from %v to %v (%v of it with a healthy cluster)",
-				name, tr.last.Round(time.Millisecond), now.Round(time.Millisecond), healthy.Round(time.Millisecond)))
+			e.hangs = append(e.hangs, fmt.Sprintf("hang: %s made no progress from %v to %v (%v of it with a healthy cluster; %v since the last fault healed)",
+				name, tr.last.Round(time.Millisecond), now.Round(time.Millisecond), healthy.Round(time.Millisecond), sinceHeal.Round(time.Millisecond)))
 		}
 	}
+}
+
+// lastHeal returns when the last fault the nemesis injected healed, and
+// whether one is active now.
+func (e *env) lastHeal() (healed time.Duration, active bool) {
+	e.faultsMu.Lock()
+	defer e.faultsMu.Unlock()
+	for _, s := range e.unwell {
+		switch {
+		case s.kind == slowCluster:
+		case s.to < 0:
+			active = true
+		default:
+			healed = max(healed, s.to)
+		}
+	}
+	return healed, active
 }
 
 // hangReports returns the hangs found so far.

@@ -66,6 +66,9 @@ func (e *env) healthy(from, to, after time.Duration) time.Duration {
 	return d
 }
 
+// slowCluster is the kind of span the probe records.
+const slowCluster = "slow cluster"
+
 func memberFault(kind string) bool {
 	return kind == "stop-leader" || kind == "stop-follower" || kind == "partition-member"
 }
@@ -88,7 +91,7 @@ func (e *env) probe() (stop func()) {
 			pcancel()
 			if (err != nil && ctx.Err() == nil) || to-from > slowWrite {
 				e.faultsMu.Lock()
-				e.unwell = append(e.unwell, span{"slow cluster", from, to})
+				e.unwell = append(e.unwell, span{slowCluster, from, to})
 				e.faultsMu.Unlock()
 			}
 			sleep(ctx, 100*time.Millisecond)

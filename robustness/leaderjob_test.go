@@ -49,7 +49,7 @@ func TestRobustLeaderJob(t *testing.T) {
 	e.track(me)
 	reg := newLeases()
 	var jobs jobRuns
-	ctx, cancel := context.WithTimeout(context.Background(), *duration)
+	ctx, cancel := context.WithTimeout(context.Background(), runTime())
 	defer cancel()
 	e.runWorkers(ctx, reg, func(ctx context.Context, w *worker) {
 		job := func(jctx context.Context, term *election.Term) error {
@@ -57,7 +57,7 @@ func TestRobustLeaderJob(t *testing.T) {
 		}
 		r, err := leaderjob.New(w.cli, name, job,
 			leaderjob.WithIdentity(fmt.Sprintf("worker-%d", w.id)),
-			leaderjob.WithTTL(sessionTTL),
+			leaderjob.WithTTL(w.ttl),
 			leaderjob.WithPolicy(leaderjob.Recampaign),
 			leaderjob.WithBackoff(50*time.Millisecond, 500*time.Millisecond))
 		if err != nil {

@@ -46,7 +46,7 @@ func TestRobustMutex(t *testing.T) {
 	stopWatchdog := e.watchdog()
 	reg := newLeases()
 	var hs holdings
-	ctx, cancel := context.WithTimeout(context.Background(), *duration)
+	ctx, cancel := context.WithTimeout(context.Background(), runTime())
 	defer cancel()
 	e.runWorkers(ctx, reg, func(ctx context.Context, w *worker) {
 		e.mutexWorker(ctx, w, reg, name, counter, &hs)

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/lockstep-go/lockstep/embedded"
+	"github.com/lockstep-go/lockstep/internal/retry"
+	"github.com/lockstep-go/lockstep/internal/testutil"
 )
 
 // The faults the nemesis injects. Each one heals before the next starts,
@@ -18,17 +20,23 @@ var faultKinds = []string{
 	"delay-client",     // a worker's packets are delayed
 	"compact",          // compact history while waiters watch
 	"revoke-lease",     // revoke a live session's lease from outside
+	"reply-lost",       // a worker's writes reach etcd and are applied, but it hears Unavailable
+	"cleanup-outage",   // a long-TTL worker is cut off past the cleanup timeout; its session survives
 }
 
-// startNemesis runs the nemesis until ctx ends; stop waits for it to
-// have healed everything.
+// startNemesis runs the nemesis for -robust.duration, or until ctx ends;
+// stop waits for it to have healed everything.
 func (e *env) startNemesis(ctx context.Context, reg *leases) (stop func()) {
 	done := make(chan struct{})
+	nctx, cancel := context.WithTimeout(ctx, *duration)
 	go func() {
 		defer close(done)
-		e.nemesis(ctx, reg)
+		e.nemesis(nctx, reg)
 	}()
-	return func() { <-done }
+	return func() {
+		<-done
+		cancel()
+	}
 }
 
 // nemesis injects random faults until ctx ends, then heals everything.
@@ -111,6 +119,39 @@ func (e *env) inject(ctx context.Context, kind string, reg *leases) bool {
 		}
 		if _, err := e.observer.Compact(cctx, rev); err != nil {
 			return false
+		}
+	case "reply-lost":
+		// Any of the worker's next few writes: a lock's enqueue, a claim,
+		// an unlock, a registration, a cleanup.
+		w := e.workers[e.intn(len(e.workers))]
+		before := w.loser.Lost()
+		for range 1 + e.intn(3) {
+			w.loser.Next("Txn", testutil.TxnWrites(), nil)
+		}
+		sleep(ctx, hold)
+		w.loser.Clear()
+		return w.loser.Lost() > before
+	case "cleanup-outage":
+		// Longer than a cleanup may take (so cancelled calls leave keys
+		// for the session to delete), shorter than the session's TTL
+		// less its margin and one renewal interval (so the session
+		// survives and its keys would stay).
+		var long []*worker
+		for _, w := range e.workers {
+			if w.ttl == longTTL {
+				long = append(long, w)
+			}
+		}
+		if len(long) == 0 {
+			return false
+		}
+		w := long[e.intn(len(long))]
+		for _, p := range w.proxies {
+			p.Blackhole()
+		}
+		sleep(ctx, e.between(retry.CleanupTimeout+time.Second, retry.CleanupTimeout+2*time.Second))
+		for _, p := range w.proxies {
+			p.Pass()
 		}
 	case "revoke-lease":
 		lease, ok := reg.pick(e.intn(1 << 30))

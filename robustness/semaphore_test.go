@@ -43,7 +43,7 @@ func TestRobustSemaphore(t *testing.T) {
 	stopWatchdog := e.watchdog()
 	reg := newLeases()
 	var hs holdings
-	ctx, cancel := context.WithTimeout(context.Background(), *duration)
+	ctx, cancel := context.WithTimeout(context.Background(), runTime())
 	defer cancel()
 	e.runWorkers(ctx, reg, func(ctx context.Context, w *worker) {
 		e.semaphoreWorker(ctx, w, reg, name, log, &hs)

@@ -118,7 +118,7 @@ func (t *ticket) read(ctx context.Context) (view, error) {
 		return view{}, ctxErr(ctx, t.m.writeErr(err))
 	}
 	if len(resp.Kvs) == 0 || string(resp.Kvs[0].Key) != t.key {
-		return view{}, t.m.keyGone(ctx, t.key)
+		return view{}, t.m.keyGone(t.key)
 	}
 	return view{ahead: resp.Kvs[1:], rev: resp.Header.Revision}, nil
 }
@@ -135,17 +135,10 @@ func (m *Semaphore) agree(kvs []*mvccpb.KeyValue) error {
 	return nil
 }
 
-// keyGone explains why our key disappeared: the session's lease ended (it
-// may not know yet, so ask the server), or someone deleted it.
-func (m *Semaphore) keyGone(ctx context.Context, key string) error {
-	if m.s.Err() != nil {
-		return m.sessionErr()
-	}
-	resp, err := m.s.Client().TimeToLive(ctx, m.s.Lease())
-	if err == nil && resp.TTL <= 0 {
-		return fmt.Errorf("semaphore: %w: lease %x no longer exists", lockstep.ErrSessionLost, int64(m.s.Lease()))
-	}
-	return fmt.Errorf("semaphore: %w: key %s deleted while waiting", lockstep.ErrLost, key)
+// keyGone explains why our key disappeared: the session's lease ended, or
+// someone deleted it.
+func (m *Semaphore) keyGone(key string) error {
+	return fmt.Errorf("semaphore: %s: %w", m.prefix, rpc.Gone(m.s, key))
 }
 
 // writeErr names a failed request: the session's end, or etcd's error.

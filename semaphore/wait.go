@@ -162,7 +162,7 @@ func (t *ticket) waitOn(ctx context.Context, w *watch, v view, first bool) (wake
 			}
 			switch k := string(ev.Kv.Key); {
 			case k == t.key:
-				return 0, t.m.keyGone(ctx, t.key)
+				return 0, t.m.keyGone(t.key)
 			case ahead[k]:
 				return promoted, nil
 			}
@@ -188,7 +188,7 @@ func (t *ticket) grant(ctx context.Context, touch bool, seen int64) (*Permit, er
 	case err != nil:
 		return nil, ctxErr(ctx, t.m.writeErr(err))
 	case !res.Succeeded:
-		return nil, t.m.keyGone(ctx, t.key)
+		return nil, t.m.keyGone(t.key)
 	}
 	return t.m.newPermit(t.key, t.rev, res.Header.Revision+1), nil
 }

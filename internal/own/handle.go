@@ -14,7 +14,6 @@ import (
 
 	"github.com/lockstep-go/lockstep"
 	"github.com/lockstep-go/lockstep/internal/link"
-	"github.com/lockstep-go/lockstep/internal/retry"
 	"github.com/lockstep-go/lockstep/internal/rpc"
 	"github.com/lockstep-go/lockstep/internal/waitfor"
 )
@@ -133,16 +132,7 @@ func (h *Handle) whyGone() error {
 	if h.s == nil {
 		return fmt.Errorf("%w: key %s deleted", lockstep.ErrLost, h.key)
 	}
-	if err := h.s.Err(); err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), retry.CleanupTimeout)
-	defer cancel()
-	resp, err := h.cli.TimeToLive(ctx, h.s.Lease())
-	if err == nil && resp.TTL <= 0 {
-		return fmt.Errorf("%w: lease %x no longer exists", lockstep.ErrSessionLost, int64(h.s.Lease()))
-	}
-	return fmt.Errorf("%w: key %s deleted", lockstep.ErrLost, h.key)
+	return rpc.Gone(h.s, h.key)
 }
 
 // Done is closed when ownership ends.

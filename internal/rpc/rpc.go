@@ -191,3 +191,21 @@ func Sweep(ctx context.Context, cli *clientv3.Client, s *lockstep.Session, c Cle
 		return false
 	}
 }
+
+// Gone explains why a key of session s that we did not delete is gone: the
+// session's lease ended (the session may not know yet, so the server is
+// asked, under a bounded context of its own), or someone else deleted it.
+// It returns an error wrapping lockstep.ErrSessionLost (or the session's
+// own Err) or lockstep.ErrLost.
+func Gone(s *lockstep.Session, key string) error {
+	if err := s.Err(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), retry.CleanupTimeout)
+	defer cancel()
+	resp, err := s.Client().TimeToLive(ctx, s.Lease())
+	if err == nil && resp.TTL <= 0 {
+		return fmt.Errorf("%w: lease %x no longer exists", lockstep.ErrSessionLost, int64(s.Lease()))
+	}
+	return fmt.Errorf("%w: key %s deleted", lockstep.ErrLost, key)
+}

@@ -81,6 +81,14 @@ func (l *ReplyLoser) Deny(method string, match func(req any) bool) {
 		until: time.Now().Add(1000000 * time.Hour), err: rpctypes.ErrGRPCPermissionDenied})
 }
 
+// Clear drops every rule that has not taken effect yet and ends every
+// outage.
+func (l *ReplyLoser) Clear() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.rules = nil
+}
+
 // Lost returns how many answers were lost so far.
 func (l *ReplyLoser) Lost() int {
 	l.mu.Lock()
@@ -144,6 +152,13 @@ func TxnDeletes(prefix string) func(req any) bool {
 	return txnHas(func(op *pb.RequestOp) bool {
 		d := op.GetRequestDeleteRange()
 		return d != nil && strings.HasPrefix(string(d.Key), prefix)
+	})
+}
+
+// TxnWrites matches a transaction that puts or deletes anything.
+func TxnWrites() func(req any) bool {
+	return txnHas(func(op *pb.RequestOp) bool {
+		return op.GetRequestPut() != nil || op.GetRequestDeleteRange() != nil || op.GetRequestTxn() != nil
 	})
 }
 
