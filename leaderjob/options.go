@@ -91,18 +91,13 @@ func WithBackoff(min, max time.Duration) Option {
 }
 
 // WithSettle sets how long a runner that takes over from a leader that
-// did not resign waits before it starts the job. Such a leader's lease is
-// gone: it expired, and then that leader's job was stopped at least the
-// session's margin earlier, or someone revoked it, and then that leader
-// learns of it from the same delete as its successor, at about the same
-// moment. The wait lets a connected old leader stop its job first. A
-// leader that resigned (its lease still exists) is followed at once; the
-// check costs one LeaseTimeToLive on each takeover. Default DefaultSettle
-// (250ms); 0 turns it off; negative is ErrInvalidSettle.
-//
-// It narrows a window; it does not close it: an old leader that is revoked
-// while cut off from etcd learns of it only when its session ends. Fence
-// writes with the term's IsOwner or Token.
+// did not resign (its lease is gone) waits before it starts the job, so
+// that a connected old leader, which learns of its loss at about the same
+// moment, stops its job first; a successor of a leader that resigned
+// starts at once. It narrows a window, it does not close it: fence writes
+// with the term's IsOwner or Token. docs/leaderjob.md has the reasoning.
+// Default DefaultSettle (250ms); 0 turns it off; negative is
+// ErrInvalidSettle.
 func WithSettle(d time.Duration) Option { return func(o *options) { o.settle = d } }
 
 // WithPolicy sets what a job's return means. Default StopWhenDone.

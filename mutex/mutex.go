@@ -45,9 +45,10 @@ func New(s *lockstep.Session, prefix string) (*Mutex, error) {
 }
 
 // Lock blocks until it holds the mutex, ctx ends or the session ends.
-// Waiters are served in the order they called Lock, across all clients and
-// among the goroutines of one session; each watches only the waiter just
-// ahead of it.
+// Waiters are served in the order their keys were created, across all
+// clients; each watches only the waiter just ahead of it. A session has one
+// key per mutex, so its goroutines take turns, in the order they called
+// Lock, and each enters the line when the one before it is done.
 //
 // Uncontended, Lock costs one round trip. A waiter whose predecessor holds
 // the lock becomes the holder on that key's delete event, with no further

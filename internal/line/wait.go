@@ -22,10 +22,14 @@ import (
 // placed us and the watches' start, one more read covers that gap.
 //
 // When the predecessor was the oldest, its delete makes ours the oldest
-// with no further read: a key created later cannot be older than ours. If
-// our own key went first (a revoked lease, a delete by someone else), that
-// event arrives before the predecessor's on the same stream, so the
-// predecessor's delete is not mistaken for our turn.
+// with no further read: a key created later cannot be older than ours.
+// Before taking its turn the waiter looks whether a delete of its own key
+// is already waiting on the other watch. The two watches share one stream,
+// but clientv3 hands each its own channel, so a delete of our key at an
+// earlier revision (a revoked lease) can still arrive after the
+// predecessor's: then the turn is taken by a key that is gone, the handle
+// ends at once (its own watch sees the delete) and IsOwner never holds.
+// The package documentations of mutex and election state that exception.
 //
 // The member that serves the watches may be behind the one that served the
 // read: its current revision, where the watches start, is then older than
