@@ -3,9 +3,11 @@ package lockstep
 import clientv3 "go.etcd.io/etcd/client/v3"
 
 // Ownership is the contract every ownership handle implements: a held
-// mutex.Lock, a semaphore.Permit, an election.Term, a queue.Item.
+// mutex.Lock, a semaphore.Permit, an election.Term, a queue.Item, a
+// barrier.Hold.
 //
-// Ownership is represented by one etcd key attached to the session's lease.
+// Ownership is represented by one etcd key attached to the session's lease
+// (a barrier.Hold made without a session has no lease).
 // It ends when its owner releases it, when the session is lost or closed, or
 // when someone else deletes the key. A handle learns of the last case from a
 // watch, so there is a delay between the deletion and Done; IsOwner has no

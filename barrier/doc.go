@@ -1,8 +1,10 @@
 // Package barrier has two barriers over etcd.
 //
-// A Barrier is a gate: Hold closes it, Release opens it, Wait blocks while
-// it is closed. With WithSession the hold is attached to a session's lease,
-// so a holder that crashes opens the barrier when its lease expires.
+// A Barrier is a gate: Hold closes it and returns a Hold (an ownership
+// handle) whose Release opens it again, unless someone else holds it by
+// then; Wait blocks while it is closed; Barrier.Release opens it whoever
+// holds it. With WithSession the hold is attached to a session's lease, so
+// a holder that crashes opens the barrier when its lease expires.
 //
 // A DoubleBarrier lines up a fixed number of participants, round after
 // round: Enter returns when count participants have entered the round,

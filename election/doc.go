@@ -21,15 +21,18 @@
 //
 // A Term is an ownership handle (lockstep.Ownership). Its Done closes when
 // the term ends: Resign, session loss (before the server can expire the
-// lease), session close, or the key deleted by someone else. Campaign never
-// returns a term whose session has already ended or whose key is already
-// gone: etcd's Campaign can ("phantom leadership"), when the lease expires
-// while the candidate waits.
+// lease), session close, or the key deleted by someone else. Campaign does
+// not return a term whose session has ended or whose key is gone, whether
+// the lease expired, the session was closed, the lease was revoked from
+// outside or the key deleted: etcd's Campaign can ("phantom leadership"),
+// when the lease expires while the candidate waits. The one exception is a
+// revoke or delete committed in the instant before the handoff, which the
+// returned term then reports at once through Done and which IsOwner fences.
 //
 // Two goroutines campaigning on the same Election (or on two Elections of
-// the same session and prefix) share the session's key; the second waits in
-// process until the first's campaign or term is over, instead of both
-// believing they lead.
+// the same session and prefix) share the session's key; they take turns in
+// the order they called Campaign, the second waiting in process until the
+// first's campaign or term is over, instead of both believing they lead.
 //
 // # What is not guaranteed
 //

@@ -54,10 +54,12 @@ func (e *Election) Key() string { return e.line.Key }
 // returns the Term, which ends when the term is resigned or lost.
 //
 // A candidate waits for the candidate just before it only, so a change of
-// leader wakes one waiter. Campaign never returns a term whose session or
-// key is already gone: it returns an error wrapping the session's Err, or
-// lockstep.ErrLost if someone deletes its key. If ctx ends first it
-// returns ctx.Err() and its key is deleted.
+// leader wakes one waiter. Campaign does not return a term whose session
+// or key it knows to be gone: it returns an error wrapping the session's
+// Err, or lockstep.ErrLost if someone deletes its key (a revoke in the
+// instant before the handoff is the one exception: the term then ends at
+// once, and IsOwner never holds). If ctx ends first it returns ctx.Err()
+// and its key is deleted.
 //
 // Concurrent Campaigns of one session on one prefix take turns, first come
 // first served (one session has one key per election). A key of the

@@ -91,8 +91,10 @@ func (t *Term) Proclaim(ctx context.Context, value string) error {
 // candidate takes over at once. Done closes and Err becomes
 // lockstep.ErrReleased.
 //
-// If the RPC fails (or ctx ends first) the term is unchanged and Resign can
-// be retried. Resign after the term ended returns the reason it ended:
+// The term ends whatever Resign returns: if the delete cannot get through
+// (ctx ended, etcd unreachable), it goes on under a short timeout of its
+// own and then through the session, and Resign returns why it did not
+// finish here. Resign after the term ended returns the reason it ended:
 // lockstep.ErrReleased for a second Resign, lockstep.ErrSessionLost,
 // ErrSessionClosed or ErrLost otherwise (after a session loss it still
 // deletes the key if it is ours, so a successor need not wait for the

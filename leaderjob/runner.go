@@ -83,9 +83,11 @@ func (r *Runner) Leader(ctx context.Context) (election.Leader, error) {
 //
 // Run returns nil when a job finished under StopWhenDone. Otherwise it
 // returns when ctx ends, with ctx.Err(), after cancelling the job, waiting
-// for it and resigning, so the next candidate takes over at once; or with
-// an error if the etcd client is closed under it. A second Run while one
-// is in progress returns ErrRunning.
+// for it and resigning, so the next candidate takes over at once; with an
+// error if the etcd client is closed under it; or with etcd's error if
+// etcd refuses the runner on who is asking (permission denied,
+// authentication), which asking again would not change. A second Run
+// while one is in progress returns ErrRunning.
 func (r *Runner) Run(ctx context.Context) error {
 	if !r.running.CompareAndSwap(false, true) {
 		return ErrRunning

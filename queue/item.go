@@ -80,8 +80,9 @@ func (it *Item) Ack(ctx context.Context) error {
 // delivery; with WithDeadLetter, an item that has had its last allowed
 // delivery goes to the dead-letter queue instead. Like Ack it is guarded by
 // the claim and costs one round trip, and it returns the same errors. A
-// Nack that cannot get through gives the item back all the same: the
-// session deletes the claim once it can.
+// Nack that gives the item back and cannot get through gives it back all
+// the same: the session deletes the claim once it can. A Nack to the
+// dead-letter queue that fails leaves the claim, like a failed Ack.
 func (it *Item) Nack(ctx context.Context) error {
 	q := it.q
 	if q.dead == nil || it.attempts < q.maxAttempts {

@@ -48,7 +48,7 @@ type Queue struct {
 //
 // It returns lockstep.ErrNilSession for a nil session, an error wrapping the
 // session's Err if it already ended, one wrapping lockstep.ErrInvalidPrefix
-// for an empty prefix or one ending in "/" (or a dead-letter prefix that
+// for an empty prefix, "/" or one ending in "//" (or a dead-letter prefix that
 // overlaps the queue), and one wrapping ErrInvalidOption for an option it
 // cannot use.
 func New(s *lockstep.Session, prefix string, opts ...Option) (*Queue, error) {

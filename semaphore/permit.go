@@ -21,8 +21,10 @@ type Permit struct {
 // Release gives the permit back in one transaction guarded by the permit's
 // revision, so it never deletes a key it does not own. Releasing twice
 // returns lockstep.ErrReleased; releasing a permit that was already lost
-// returns the reason it was lost. If the call fails (ctx ended, server
-// unreachable) the permit is unchanged and Release can be retried.
+// returns the reason it was lost. The permit is given back whatever
+// Release returns: a delete that cannot get through (ctx ended, etcd
+// unreachable) goes on under a short timeout of its own and then through
+// the session.
 func (p *Permit) Release(ctx context.Context) error {
 	return p.h.Release(ctx)
 }

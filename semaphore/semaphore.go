@@ -33,7 +33,7 @@ type Semaphore struct {
 // the same prefix must use the same limit (see ErrLimitMismatch). New does
 // no I/O. It fails with lockstep.ErrNilSession, an error wrapping the
 // session's Err if it already ended, lockstep.ErrInvalidPrefix for an empty
-// prefix or one ending in "/", and ErrInvalidLimit for a limit that is not
+// prefix, "/" or one ending in "//", and ErrInvalidLimit for a limit that is not
 // between 1 and math.MaxInt32.
 func New(s *lockstep.Session, prefix string, limit int) (*Semaphore, error) {
 	if s == nil {

@@ -28,18 +28,18 @@ type Handle struct {
 	rev   int64
 	onEnd func()
 
-	done        chan struct{}
-	fromRev     int64
-	watchCtx    context.Context // ends when ownership ends; not a caller's
-	stopWatch   context.CancelFunc
-	startOnce   sync.Once // starts the watcher, or marks it never to start
-	watchDone   chan struct{}
-	stopSession func() bool // stops the session-end callback
+	done      chan struct{}
+	fromRev   int64
+	watchCtx  context.Context // ends when ownership ends; not a caller's
+	stopWatch context.CancelFunc
+	startOnce sync.Once // starts the watcher, or marks it never to start
+	watchDone chan struct{}
 
-	mu        sync.Mutex
-	err       error
-	releasing int  // Release transactions in flight
-	deleted   bool // the watcher saw the key go while one was
+	mu          sync.Mutex
+	stopSession func() bool // stops the session-end callback
+	err         error
+	releasing   int  // Release transactions in flight
+	deleted     bool // the watcher saw the key go while one was
 }
 
 // New starts tracking the ownership of key, created at revision rev under
@@ -60,7 +60,10 @@ func New(s *lockstep.Session, key string, rev, fromRev int64, onEnd func()) *Han
 // loss anyway. The session's end ends the handle either way.
 func NewLazy(s *lockstep.Session, key string, rev, fromRev int64, onEnd func()) *Handle {
 	h := newHandle(s.Client(), s, key, rev, fromRev, onEnd)
-	h.stopSession = context.AfterFunc(link.Context(s), func() { h.end(s.Err(), true) })
+	stop := context.AfterFunc(link.Context(s), func() { h.end(s.Err(), true) })
+	h.mu.Lock()
+	h.stopSession = stop // end, which may already be running, reads it under mu
+	h.mu.Unlock()
 	return h
 }
 
@@ -209,10 +212,11 @@ func (h *Handle) end(err error, finished bool) bool {
 	}
 	h.err = err
 	close(h.done)
+	stopSession := h.stopSession
 	h.mu.Unlock()
 	h.startOnce.Do(func() { close(h.watchDone) }) // never started: nothing to stop
 	h.stopWatch()
-	h.stopSession()
+	stopSession()
 	if finished && h.onEnd != nil {
 		h.onEnd()
 	}

@@ -86,7 +86,7 @@ func do(ctx context.Context, cli *clientv3.Client, s *lockstep.Session, attempt 
 		// An attempt that ran out of its own time is worth another: the
 		// next goes to another member if this one is cut off.
 		if !retry.Transient(err) && !timedOut {
-			return true, err
+			return retried, err // refused: this attempt was not applied
 		}
 		retried = true
 		var stopped <-chan struct{}

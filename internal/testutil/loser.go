@@ -30,6 +30,7 @@ type loseRule struct {
 	method string // "Txn", "DeleteRange", ...
 	match  func(req any) bool
 	after  func() // runs after etcd applied the request, before the caller hears
+	keep   bool   // the answer is not lost: the rule only runs after
 	left   int
 	until  time.Time // outage rule: fail without sending until then
 	err    error     // what an outage rule fails with
@@ -59,6 +60,15 @@ func (l *ReplyLoser) Next(method string, match func(req any) bool, after func())
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.rules = append(l.rules, &loseRule{method: method, match: match, after: after, left: 1})
+}
+
+// After runs fn once, after the next call of method that match accepts
+// was applied and before its caller hears the answer, which is not lost:
+// a test makes others act between a caller's read and its write.
+func (l *ReplyLoser) After(method string, match func(req any) bool, fn func()) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.rules = append(l.rules, &loseRule{method: method, match: match, after: fn, keep: true, left: 1})
 }
 
 // Outage fails every call of method that match accepts for d, with
@@ -113,8 +123,10 @@ func (l *ReplyLoser) take(method string, req any) (lose bool, after func()) {
 	for _, r := range l.rules {
 		if r.left > 0 && r.method == method && (r.match == nil || r.match(req)) {
 			r.left--
-			l.lost++
-			return true, r.after
+			if !r.keep {
+				l.lost++
+			}
+			return !r.keep, r.after
 		}
 	}
 	return false, nil
@@ -128,10 +140,11 @@ func (l *ReplyLoser) unary(ctx context.Context, method string, req, reply any, c
 	if err := invoker(ctx, method, req, reply, cc, opts...); err != nil {
 		return err
 	}
-	if lose, after := l.take(m, req); lose {
-		if after != nil {
-			after()
-		}
+	lose, after := l.take(m, req)
+	if after != nil {
+		after()
+	}
+	if lose {
 		return status.Error(codes.Unavailable, "testutil: the answer was lost after etcd applied the request")
 	}
 	return nil
@@ -153,6 +166,15 @@ func TxnDeletes(prefix string) func(req any) bool {
 		d := op.GetRequestDeleteRange()
 		return d != nil && strings.HasPrefix(string(d.Key), prefix)
 	})
+}
+
+// CurrentRange matches a read at the current revision (not a historical
+// one).
+func CurrentRange() func(req any) bool {
+	return func(req any) bool {
+		r, ok := req.(*pb.RangeRequest)
+		return ok && r.Revision == 0
+	}
 }
 
 // TxnWrites matches a transaction that puts or deletes anything.
