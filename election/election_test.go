@@ -498,8 +498,12 @@ func TestCampaignTakesOverLeftoverKey(t *testing.T) {
 	}
 	rpc.Reset()
 	term := campaign(t, ctx, e, "fresh")
-	if rpc.KV() != 1 {
-		t.Fatalf("Campaign over a leftover key: got %d RPCs, want 1", rpc.KV())
+	// The put finds the key, which keeps its place; one read finds where
+	// that is. (Enter's transaction could read the whole line in a nested
+	// branch and save it, but every Lock and Campaign would then send that
+	// branch and pay for it: 3-5% on an uncontended lock, measured.)
+	if rpc.KV() != 2 {
+		t.Fatalf("Campaign over a leftover key: got %d RPCs, want 2", rpc.KV())
 	}
 	if term.Token() != put.Header.Revision {
 		t.Fatalf("Token: got %d, want the leftover key's create revision %d", term.Token(), put.Header.Revision)

@@ -9,7 +9,6 @@ package line
 
 import (
 	"context"
-	"fmt"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -48,25 +47,23 @@ func (l Line) empty() clientv3.Cmp {
 	return clientv3.Compare(clientv3.CreateRevision(l.Dir), "=", 0).WithPrefix()
 }
 
-// Enter puts the session's key with value and finds its place, in one
-// transaction. An empty line needs no read: the compare proves that the new
-// key is the oldest. A new key is the newest, so the two newest keys are
-// ours and our predecessor, and the range's count says whether that
-// predecessor is the oldest. A key that exists already (a leftover of this
-// session, or one an attempt whose answer was lost created) keeps its
-// create revision and so its place, which a read of the whole line finds.
-// The handle it returns owns release (see own.New).
+// Enter puts the session's key with value and finds its place. An empty
+// line needs no read: the compare proves that the new key is the oldest.
+// Otherwise the put says whether our key existed, and the two newest keys
+// are ours and our predecessor; the range's count says whether that
+// predecessor is the oldest. One transaction either way. A key that
+// existed already (a leftover of this session, or one an attempt whose
+// answer was lost created) keeps its create revision, and so its place,
+// which one more read finds. The handle it returns owns release (see
+// own.New).
 func (l Line) Enter(ctx context.Context, value string, release func()) (*own.Handle, Place, error) {
 	put := clientv3.OpPut(l.Key, value, clientv3.WithLease(l.S.Lease()))
+	putOrKeep := clientv3.OpPut(l.Key, value, clientv3.WithLease(l.S.Lease()), clientv3.WithPrevKV())
 	newest := clientv3.OpGet(l.Dir, append(clientv3.WithLastCreate(), clientv3.WithLimit(2))...)
-	whole := clientv3.OpGet(l.Dir, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
 	res, err := rpc.Commit(ctx, l.S.Client(), l.S, rpc.Txn{
 		If:   []clientv3.Cmp{l.empty()},
 		Then: []clientv3.Op{put},
-		Else: []clientv3.Op{clientv3.OpTxn(
-			[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(l.Key), "=", 0)},
-			[]clientv3.Op{put, newest},
-			[]clientv3.Op{put, whole})},
+		Else: []clientv3.Op{putOrKeep, newest},
 	})
 	if err != nil {
 		l.Forget(ctx, res.Retried, release)
@@ -76,28 +73,19 @@ func (l Line) Enter(ctx context.Context, value string, release func()) (*own.Han
 	if res.Succeeded {
 		return own.NewLazy(l.S, l.Key, rev, rev+1, release), Place{Rev: rev}, nil
 	}
-	inner := res.Responses[0].GetResponseTxn()
-	kvs := inner.Responses[1].GetResponseRange()
+	if prev := res.Responses[0].GetResponsePut().PrevKv; prev != nil {
+		h := own.NewLazy(l.S, l.Key, prev.CreateRevision, rev+1, release)
+		at, err := l.Position(ctx, h)
+		if err != nil {
+			return nil, Place{}, h.Abandon(ctx, err)
+		}
+		return h, at, nil
+	}
 	at := Place{Rev: rev}
-	if inner.Succeeded {
-		// Ours is the newest.
-		if len(kvs.Kvs) == 2 {
-			at.Pred, at.PredHolds = kvs.Kvs[1], kvs.Count == 2
-		}
-		return own.NewLazy(l.S, l.Key, rev, rev+1, release), at, nil
+	if r := res.Responses[1].GetResponseRange(); len(r.Kvs) == 2 {
+		at.Pred, at.PredHolds = r.Kvs[1], r.Count == 2
 	}
-	for i, kv := range kvs.Kvs {
-		if string(kv.Key) != l.Key {
-			continue
-		}
-		if i > 0 {
-			at.Pred, at.PredHolds = kvs.Kvs[i-1], i == 1
-		}
-		return own.NewLazy(l.S, l.Key, kv.CreateRevision, rev+1, release), at, nil
-	}
-	// Our key went at once (a revoke of our lease, someone's delete).
-	release()
-	return nil, Place{}, fmt.Errorf("%w: key %s deleted as it was written", lockstep.ErrLost, l.Key)
+	return own.NewLazy(l.S, l.Key, rev, rev+1, release), at, nil
 }
 
 // Forget removes our key after a put that failed; sent says that a
