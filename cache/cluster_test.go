@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/lockstep-go/lockstep/embedded"
+	"github.com/lockstep-go/lockstep/internal/rpc"
 	"github.com/lockstep-go/lockstep/internal/testutil"
 )
 
@@ -72,12 +73,13 @@ func TestCacheThroughMemberFaults(t *testing.T) {
 	}
 
 	// A partitioned member has no leader: the watch, which requires one,
-	// ends, and the cache lists again once the member is back.
+	// ends, and the cache lists again once the member is back. (If it led,
+	// the others elect a new leader first: writes retry through that.)
 	m0.Partition()
 	for i := range 5 {
-		put(t, ctx, writer, prefix+"a", string(rune('1'+i)))
+		putThrough(t, ctx, writer, prefix+"a", string(rune('1'+i)))
 	}
-	put(t, ctx, writer, prefix+"b", "1")
+	putThrough(t, ctx, writer, prefix+"b", "1")
 	m0.Heal()
 	catchUp("after a partition")
 
@@ -85,8 +87,11 @@ func TestCacheThroughMemberFaults(t *testing.T) {
 	if err := m0.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	put(t, ctx, writer, prefix+"c", "1")
-	if _, err := writer.Delete(ctx, prefix+"b"); err != nil {
+	putThrough(t, ctx, writer, prefix+"c", "1")
+	if err := rpc.Do(ctx, writer, nil, func(ctx context.Context) error {
+		_, err := writer.Delete(ctx, prefix+"b")
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	if err := m0.Restart(ctx); err != nil {
@@ -95,5 +100,16 @@ func TestCacheThroughMemberFaults(t *testing.T) {
 	catchUp("after a restart")
 	if ch.Err() != nil {
 		t.Fatalf("Err: %v", ch.Err())
+	}
+}
+
+// putThrough writes, retrying errors that may pass (an election).
+func putThrough(t *testing.T, ctx context.Context, cli *clientv3.Client, k, v string) {
+	t.Helper()
+	if err := rpc.Do(ctx, cli, nil, func(ctx context.Context) error {
+		_, err := cli.Put(ctx, k, v)
+		return err
+	}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -61,7 +61,7 @@ func await(t *testing.T, ctx context.Context, ch <-chan result) result {
 	case r := <-ch:
 		return r
 	case <-ctx.Done():
-		t.Fatalf("Lock did not return: %v", ctx.Err())
+		t.Fatalf("Lock did not return: %v\ngoroutines:\n%s", ctx.Err(), testutil.Stacks())
 		return result{}
 	}
 }

@@ -68,7 +68,9 @@ func (it *Item) Attempts() int { return it.attempts }
 // whether that attempt removed the item.
 //
 // It returns nil on success; an error wrapping ErrClaimLost and the reason
-// if the claim had ended (the item was or will be delivered again);
+// if the claim had ended (the item was or will be delivered again); an
+// error wrapping the session's Err, but not ErrClaimLost, if the session
+// ended while an attempt's answer was lost (the item may be gone);
 // lockstep.ErrReleased if this Item was already acked or nacked; ctx's error
 // if ctx ended, in which case the Ack may or may not have taken effect and
 // a retry is safe (it then returns ErrClaimLost if the first had).
@@ -94,10 +96,18 @@ func (it *Item) Nack(ctx context.Context) error {
 // remove deletes the item with its claim, and commits then with them.
 func (it *Item) remove(ctx context.Context, op string, then []clientv3.Op) error {
 	it.removing.Store(true)
-	_, err := it.h.ReleaseWith(ctx, rpc.Txn{
+	res, err := it.h.ReleaseWith(ctx, rpc.Txn{
 		If:   []clientv3.Cmp{it.h.IsOwner()},
 		Then: append([]clientv3.Op{clientv3.OpDelete(it.h.Key()), clientv3.OpDelete(it.key)}, then...),
 	}, it.removedTogether)
+	if err != nil && res.Retried && it.h.Session().Err() != nil {
+		// The session ended while an attempt's answer was lost: that
+		// attempt may have removed the item, or may still.
+		if it.removedTogether() {
+			return nil
+		}
+		return fmt.Errorf("queue: %s item %s: an attempt whose answer was lost may have taken effect: %w", op, it.id, err)
+	}
 	if err != nil {
 		it.removing.Store(false)
 		it.loc.wake() // if the item is free again, local waiters look

@@ -54,7 +54,8 @@ const exitCodesHelp = `exit codes:
   0      success
   1      lockstep failed before CMD started (etcd unreachable, session lost while waiting, ...)
   2      bad flags or arguments
-  75     busy: --try found the lock, permits or gate taken, or --timeout expired
+  75     busy: --try found the lock, permits or gate taken, --timeout expired,
+         or config put --if-revision / rollback found it written meanwhile
   76     lost: the lock, permit, claim or session ended while CMD ran; CMD was
          sent SIGTERM, then SIGKILL after --grace
   126    CMD could not be run; 127: CMD not found
