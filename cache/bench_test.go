@@ -60,6 +60,17 @@ func BenchmarkChangeToApply(b *testing.B) {
 						})
 					}
 				}
+				// One change seen by every subscriber: the watches are in
+				// place on the server before they are counted.
+				warm, err := cli.Put(ctx, prefix+"k", "warm")
+				if err != nil {
+					b.Fatal(err)
+				}
+				for seen := 0; seen < n; {
+					if <-got >= warm.Header.Revision {
+						seen++
+					}
+				}
 				watchers := testutil.ServerWatchers(b) - before
 				lat := make([]time.Duration, 0, b.N)
 				b.ResetTimer()
@@ -103,11 +114,12 @@ func BenchmarkMemory(b *testing.B) {
 		}
 	}
 	for range b.N {
-		heap := func() uint64 {
+		// Heap and goroutine stacks: a subscriber is mostly its goroutine.
+		heap := func() int64 {
 			runtime.GC()
 			var m runtime.MemStats
 			runtime.ReadMemStats(&m)
-			return m.HeapAlloc
+			return int64(m.HeapAlloc + m.StackInuse)
 		}
 		h0 := heap()
 		c, err := cache.Open(ctx, cli, prefix)
