@@ -193,7 +193,7 @@ func (e *engine) follow(ctx context.Context, from int64) (progressed bool, err e
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	e.setWatchCtx(wctx)
-	defer e.setWatchCtx(nil)
+	defer e.clearWatchCtx()
 	for resp := range e.cli.Watch(wctx, e.prefix, clientv3.WithPrefix(), clientv3.WithRev(from), clientv3.WithProgressNotify()) {
 		switch {
 		case resp.CompactRevision != 0:
@@ -287,5 +287,11 @@ func (e *engine) fail(err error) {
 func (e *engine) setWatchCtx(ctx context.Context) {
 	e.mu.Lock()
 	e.watchCtx = ctx
+	e.mu.Unlock()
+}
+
+func (e *engine) clearWatchCtx() {
+	e.mu.Lock()
+	e.watchCtx = nil
 	e.mu.Unlock()
 }

@@ -3,7 +3,6 @@ package election_test
 import (
 	"context"
 	"errors"
-	"strings"
 	"testing"
 	"time"
 
@@ -110,10 +109,6 @@ func TestResignThatCannotGetThroughStillResigns(t *testing.T) {
 	r.term.Resign(ctx)
 }
 
-// isUnavailable reports an RPC that failed while the client reconnects.
-func isUnavailable(err error) bool {
-	return strings.Contains(err.Error(), "Unavailable") || strings.Contains(err.Error(), "unavailable")
-}
 
 // A Campaign whose transaction is lost with its connection tries again and
 // leads. (Here the proxy drops the transaction before the server sees it;
