@@ -109,7 +109,6 @@ func TestResignThatCannotGetThroughStillResigns(t *testing.T) {
 	r.term.Resign(ctx)
 }
 
-
 // A Campaign whose transaction is lost with its connection tries again and
 // leads. (Here the proxy drops the transaction before the server sees it;
 // a lost attempt that was applied leaves a key, which the retry takes over
