@@ -5,16 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"math/rand/v2"
-	"strconv"
 	"strings"
-	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"google.golang.org/grpc/metadata"
 
+	"github.com/lockstep-go/lockstep/internal/history"
 	"github.com/lockstep-go/lockstep/internal/rpc"
 )
 
@@ -84,55 +81,14 @@ func History(ctx context.Context, cli *clientv3.Client, prefix string, n int) ([
 // replay returns every event under prefix from the oldest revision etcd
 // still holds up to rev, with the values they replaced.
 func replay(ctx context.Context, cli *clientv3.Client, prefix string, rev int64) ([]*clientv3.Event, error) {
-	// A watch stream of its own: etcd answers a progress request only once
-	// every watch of the stream has caught up, and that answer says the
-	// history has all been sent.
-	wctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(ctx,
-		"lockstep-history", strconv.FormatUint(rand.Uint64(), 16)))
-	defer cancel()
+	r := history.Range{Key: prefix, End: clientv3.GetPrefixRangeEnd(prefix), PrevKV: true}
 	from := int64(1)
 	for {
-		events, compacted, err := replayFrom(wctx, cli, prefix, from, rev)
+		events, compacted, err := history.Between(ctx, cli, r, from, rev)
 		if compacted == 0 || err != nil {
 			return events, err
 		}
 		from = compacted
-	}
-}
-
-func replayFrom(ctx context.Context, cli *clientv3.Client, prefix string, from, upTo int64) (events []*clientv3.Event, compacted int64, err error) {
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	ch := cli.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(from), clientv3.WithPrevKV(), clientv3.WithCreatedNotify())
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case resp, ok := <-ch:
-			switch {
-			case !ok:
-				if ctx.Err() != nil {
-					return nil, 0, ctx.Err()
-				}
-				return nil, 0, errors.New("watch ended")
-			case resp.CompactRevision != 0:
-				return nil, resp.CompactRevision, nil
-			case resp.Err() != nil:
-				return nil, 0, resp.Err()
-			case resp.IsProgressNotify() && resp.Header.Revision >= upTo:
-				return events, 0, nil
-			}
-			for _, ev := range resp.Events {
-				if ev.Kv.ModRevision > upTo {
-					return events, 0, nil
-				}
-				events = append(events, ev)
-			}
-		case <-tick.C:
-			cli.RequestProgress(wctx)
-		case <-ctx.Done():
-			return nil, 0, ctx.Err()
-		}
 	}
 }
 

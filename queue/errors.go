@@ -33,4 +33,9 @@ var (
 	// already was), unless an earlier try of the same Ack, whose reply was
 	// lost, removed it. The error also wraps the reason the claim ended.
 	ErrClaimLost = errors.New("queue: claim lost")
+
+	// ErrOutcomeUnknown is returned by Enqueue when an attempt went
+	// unanswered and etcd's history, compacted since, no longer tells
+	// whether it was applied: the item may or may not be in the queue.
+	ErrOutcomeUnknown = errors.New("queue: outcome of an unanswered enqueue unknown")
 )

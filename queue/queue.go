@@ -6,11 +6,13 @@ import (
 	"math"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/lockstep-go/lockstep"
 	"github.com/lockstep-go/lockstep/internal/keys"
+	"github.com/lockstep-go/lockstep/internal/history"
 	"github.com/lockstep-go/lockstep/internal/rpc"
 )
 
@@ -42,6 +44,11 @@ type Queue struct {
 	// spread is how many items at the head a Dequeue chooses among: 1 (strict
 	// order) unless consumers of other processes compete; see choose.
 	spread atomic.Int64
+
+	// lastRev is the newest revision this Queue has seen the server at:
+	// what an Enqueue that lost an answer reads history from.
+	lastRev   atomic.Int64
+	lastRevAt atomic.Int64 // when lastRev was seen, in Unix nanoseconds
 }
 
 // New returns the queue named prefix for session s.
@@ -112,7 +119,9 @@ func (q *Queue) MaxValueSize() int { return q.maxValue }
 // cost it one more. It returns ErrInvalidPriority or ErrTooLarge, and an
 // error wrapping the session's Err if the session ended, before writing
 // anything. Errors that may pass are retried, and a retry finds the item
-// an attempt whose answer was lost enqueued, so it is not enqueued twice.
+// an attempt whose answer was lost enqueued, even if it was served and
+// acked meanwhile (from etcd's history), so it is not enqueued twice. It
+// returns ErrOutcomeUnknown if that history was compacted first.
 //
 // If it returns another error, the item may or may not have been
 // enqueued.
@@ -135,25 +144,11 @@ func (q *Queue) Enqueue(ctx context.Context, value string, opts ...EnqueueOption
 	var floor uint64
 	for {
 		id := newID(o.priority, floor)
-		key := q.items + id
-		// The new key must sort after every item of its priority still
-		// present: then key order is the order in which Enqueues took effect,
-		// whatever the producers' clocks say. If it would not, the Else
-		// branch returns the last key so that the next try can go past it,
-		// and our own key, in case an attempt whose answer was lost wrote it.
-		res, err := rpc.Commit(ctx, q.cli, q.s, rpc.Txn{
-			If:   []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0).WithRange(end)},
-			Then: []clientv3.Op{clientv3.OpPut(key, value)},
-			Else: []clientv3.Op{
-				clientv3.OpGet(key, clientv3.WithRange(end), clientv3.WithKeysOnly(),
-					clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(1)),
-				clientv3.OpGet(key, clientv3.WithKeysOnly()),
-			},
-		})
+		res, err := q.put(ctx, q.items+id, value, end)
 		if err != nil {
 			return "", q.rpcErr(ctx, "enqueue", err)
 		}
-		if res.Succeeded || len(res.Responses[1].GetResponseRange().Kvs) == 1 {
+		if res == nil || res.Succeeded || len(res.Responses[1].GetResponseRange().Kvs) == 1 {
 			return id, nil
 		}
 		kvs := res.Responses[0].GetResponseRange().Kvs
@@ -166,6 +161,94 @@ func (q *Queue) Enqueue(ctx context.Context, value string, opts ...EnqueueOption
 		}
 		floor = stampOf(last) + 1
 	}
+}
+
+// put writes the item key if it sorts after every item of its priority
+// still present (end closes the priority's range): then key order is the
+// order in which Enqueues took effect, whatever the producers' clocks say.
+// If it would not, the Else branch returns the last key, so that the next
+// try can go past it, and key itself.
+//
+// An attempt that went unanswered may have been applied, and its item
+// served and acked before the next attempt, which the guard would then let
+// through: a second copy. So before each retry put looks in etcd's history
+// for the key, and returns a nil response if it finds it.
+func (q *Queue) put(ctx context.Context, key, value, end string) (*clientv3.TxnResponse, error) {
+	var resp *clientv3.TxnResponse
+	from, sent, landed := q.recentRev(), false, false
+	err := rpc.Do(ctx, q.cli, q.s, func(ctx context.Context) error {
+		if sent {
+			var err error
+			if landed, err = q.written(ctx, key, from); err != nil || landed {
+				return err
+			}
+		}
+		if from == 0 { // nothing read lately to date the first attempt by
+			now, err := q.cli.Get(ctx, end, clientv3.WithCountOnly())
+			if err != nil {
+				return err
+			}
+			from = now.Header.Revision
+		}
+		sent = true
+		var err error
+		resp, err = q.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0).WithRange(end)).
+			Then(clientv3.OpPut(key, value)).
+			Else(clientv3.OpGet(key, clientv3.WithRange(end), clientv3.WithKeysOnly(),
+				clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(1)),
+				clientv3.OpGet(key, clientv3.WithKeysOnly())).
+			Commit()
+		if err == nil {
+			q.saw(resp.Header.Revision)
+		}
+		return err
+	})
+	if err != nil || landed {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// written reports whether key was written at revision from or later: it is
+// there now, or etcd's history has it.
+func (q *Queue) written(ctx context.Context, key string, from int64) (bool, error) {
+	now, err := q.cli.Get(ctx, key, clientv3.WithCountOnly())
+	if err != nil || now.Count > 0 {
+		return now != nil && now.Count > 0, err
+	}
+	events, compacted, err := history.Between(ctx, q.cli, history.Range{Key: key}, from, now.Header.Revision)
+	if err != nil {
+		return false, err
+	}
+	if compacted != 0 {
+		return false, fmt.Errorf("%w: %s: history before revision %d compacted", ErrOutcomeUnknown, key, compacted)
+	}
+	return len(events) > 0, nil
+}
+
+// saw records a revision the server has reached: an attempt sent later
+// cannot be applied before it.
+func (q *Queue) saw(rev int64) {
+	for {
+		old := q.lastRev.Load()
+		if rev <= old {
+			return
+		}
+		if q.lastRev.CompareAndSwap(old, rev) {
+			q.lastRevAt.Store(time.Now().UnixNano())
+			return
+		}
+	}
+}
+
+// recentRev is the newest revision seen if it was seen lately, else 0: an
+// old one may be compacted by the time history is read from it.
+func (q *Queue) recentRev() int64 {
+	if time.Since(time.Unix(0, q.lastRevAt.Load())) > time.Minute {
+		return 0
+	}
+	return q.lastRev.Load()
 }
 
 // Len returns the number of items in the queue that have not been acked,
