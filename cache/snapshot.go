@@ -2,6 +2,7 @@ package cache
 
 import (
 	"iter"
+	"strings"
 
 	"github.com/benbjohnson/immutable"
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -70,6 +71,24 @@ func (s Snapshot) All() iter.Seq2[string, KeyValue] {
 		for it := s.m.Iterator(); !it.Done(); {
 			k, v, _ := it.Next()
 			if !yield(k, v) {
+				return
+			}
+		}
+	}
+}
+
+// Under yields, in key order, the keys that start with p: a part of the
+// prefix, found without a scan of the rest.
+func (s Snapshot) Under(p string) iter.Seq2[string, KeyValue] {
+	return func(yield func(string, KeyValue) bool) {
+		if s.m == nil {
+			return
+		}
+		it := s.m.Iterator()
+		it.Seek(p)
+		for !it.Done() {
+			k, v, _ := it.Next()
+			if !strings.HasPrefix(k, p) || !yield(k, v) {
 				return
 			}
 		}
