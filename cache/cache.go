@@ -9,6 +9,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/lockstep-go/lockstep"
+	"github.com/lockstep-go/lockstep/internal/rpc"
 )
 
 // DefaultBuffer is how many updates a subscriber may fall behind by
@@ -38,8 +39,10 @@ type options struct{ buffer int }
 func WithBuffer(n int) Option { return func(o *options) { o.buffer = n } }
 
 // Open returns a cache of the keys under prefix (a plain key prefix: "/a/"
-// does not hold "/ab"), once the first listing is in. It lists the prefix
-// with a linearizable read, then follows it from the next revision with a
+// does not hold "/ab"), once it holds every write that completed before
+// the call. It lists the prefix with a linearizable read (a Cache that
+// shares an earlier one's copy reads the revision and waits for the copy
+// to reach it), then follows it from the next revision with a
 // watch; when the watch cannot go on (compaction, a broken stream, a lost
 // leader), it lists again and delivers the difference as a resync. If ctx
 // ends first, Open returns ctx's error; if etcd refuses the read
@@ -61,7 +64,7 @@ func Open(ctx context.Context, cli *clientv3.Client, prefix string, opts ...Opti
 	if o.buffer < 1 {
 		return nil, fmt.Errorf("%w: buffer %d (want at least 1)", ErrInvalidOption, o.buffer)
 	}
-	e := acquire(cli, prefix)
+	e, fresh := acquire(cli, prefix)
 	select {
 	case <-e.ready:
 	case <-ctx.Done():
@@ -75,7 +78,25 @@ func Open(ctx context.Context, cli *clientv3.Client, prefix string, opts ...Opti
 		e.release()
 		return nil, fmt.Errorf("cache: open %s: %w", prefix, err)
 	}
-	return &Cache{e: e, buffer: o.buffer, closed: make(chan struct{})}, nil
+	c := &Cache{e: e, buffer: o.buffer, closed: make(chan struct{})}
+	if !fresh {
+		// A copy others opened earlier may trail the server by a moment:
+		// catch up with a linearizable read, as a fresh listing would.
+		if err := c.catchUp(ctx); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("cache: open %s: %w", prefix, err)
+		}
+	}
+	return c, nil
+}
+
+// catchUp waits until the cache reflects the revision etcd is at now.
+func (c *Cache) catchUp(ctx context.Context) error {
+	resp, err := rpc.Get(ctx, c.e.cli, nil, c.e.prefix, clientv3.WithCountOnly())
+	if err != nil {
+		return err
+	}
+	return c.WaitRevision(ctx, resp.Header.Revision)
 }
 
 // Close ends the cache's subscriptions and waits for them; the last Cache

@@ -3,6 +3,8 @@ package cache_test
 import (
 	"context"
 	"errors"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/lockstep-go/lockstep"
@@ -172,5 +174,51 @@ func TestSubscriptionsEnd(t *testing.T) {
 	}
 	if !errors.Is(c.Err(), cache.ErrClosed) {
 		t.Fatalf("Err after Close: %v", c.Err())
+	}
+}
+
+// A Cache that joins a copy another Cache opened earlier holds every write
+// that completed before its Open, like a fresh one.
+func TestOpenOnASharedCopyReadsItsWrites(t *testing.T) {
+	ctx := ctxFor(t)
+	cli := testutil.Client(t)
+	prefix := testutil.Prefix(t) + "/"
+	open(t, ctx, cli, prefix)
+	for i := range 100 {
+		v := strconv.Itoa(i)
+		put(t, ctx, cli, prefix+"k", v)
+		c, err := cache.Open(ctx, cli, prefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kv, ok := c.Snapshot().Get(prefix + "k")
+		c.Close()
+		if !ok || kv.Value != v {
+			t.Fatalf("Open after the write of %s holds %q", v, kv.Value)
+		}
+	}
+}
+
+// Under yields the keys under a part of the prefix, in key order.
+func TestSnapshotUnder(t *testing.T) {
+	ctx := ctxFor(t)
+	cli := testutil.Client(t)
+	prefix := testutil.Prefix(t) + "/"
+	for _, k := range []string{"b", "a/2", "ab", "a/1", "a"} {
+		put(t, ctx, cli, prefix+k, k)
+	}
+	c := open(t, ctx, cli, prefix)
+	var got []string
+	for k, kv := range c.Snapshot().Under(prefix + "a/") {
+		if kv.Value != strings.TrimPrefix(k, prefix) {
+			t.Fatalf("%s holds %q", k, kv.Value)
+		}
+		got = append(got, strings.TrimPrefix(k, prefix))
+	}
+	if strings.Join(got, ",") != "a/1,a/2" {
+		t.Fatalf("Under(a/): %v", got)
+	}
+	for range c.Snapshot().Under(prefix + "c") {
+		t.Fatal("Under a part with no keys yielded one")
 	}
 }

@@ -50,12 +50,13 @@ var (
 
 // acquire returns the running engine of cli and prefix, starting one if
 // there is none (or the one there failed for good).
-func acquire(cli *clientv3.Client, prefix string) *engine {
+func acquire(cli *clientv3.Client, prefix string) (e *engine, fresh bool) {
 	registryMu.Lock()
 	defer registryMu.Unlock()
 	k := engineKey{cli, prefix}
-	e := registry[k]
+	e = registry[k]
 	if e == nil || e.failed() {
+		fresh = true
 		ctx, stop := context.WithCancel(context.Background())
 		e = &engine{
 			cli:      cli,
@@ -70,7 +71,7 @@ func acquire(cli *clientv3.Client, prefix string) *engine {
 		go e.run(ctx)
 	}
 	e.refs++
-	return e
+	return e, fresh
 }
 
 // release drops a reference; the last one stops the engine and waits for

@@ -13,7 +13,7 @@ import (
 // lostEnqueue enqueues "v" through a client that loses the answer of the
 // first attempt; in the window between etcd applying it and the producer
 // hearing of the failure, meanwhile runs with a consumer's queue.
-func lostEnqueue(t *testing.T, ctx context.Context, meanwhile func(consumer *queue.Queue)) (string, error, *queue.Queue) {
+func lostEnqueue(t *testing.T, ctx context.Context, meanwhile func(consumer *queue.Queue)) (*queue.Queue, string, error) {
 	t.Helper()
 	prefix := testutil.Prefix(t)
 	lcli, loser := testutil.LosingClient(t)
@@ -24,7 +24,7 @@ func lostEnqueue(t *testing.T, ctx context.Context, meanwhile func(consumer *que
 	if loser.Lost() != 1 {
 		t.Fatalf("answers lost: %d, want 1", loser.Lost())
 	}
-	return id, err, consumer
+	return consumer, id, err
 }
 
 // An Enqueue whose answer was lost, and whose item was served and acked
@@ -33,7 +33,7 @@ func lostEnqueue(t *testing.T, ctx context.Context, meanwhile func(consumer *que
 func TestEnqueueLostAnswerItemAckedMeanwhile(t *testing.T) {
 	ctx := testutil.Context(t, 20*time.Second)
 	var served string
-	_, err, consumer := lostEnqueue(t, ctx, func(c *queue.Queue) {
+	consumer, _, err := lostEnqueue(t, ctx, func(c *queue.Queue) {
 		it := mustDequeue(t, ctx, c)
 		served = it.Value()
 		if err := it.Ack(ctx); err != nil {
@@ -55,7 +55,7 @@ func TestEnqueueLostAnswerItemAckedMeanwhile(t *testing.T) {
 // attempt wrote, and the queue holds it once.
 func TestEnqueueLostAnswerEnqueuesOnce(t *testing.T) {
 	ctx := testutil.Context(t, 20*time.Second)
-	id, err, consumer := lostEnqueue(t, ctx, func(*queue.Queue) {})
+	consumer, id, err := lostEnqueue(t, ctx, func(*queue.Queue) {})
 	if err != nil {
 		t.Fatalf("Enqueue: %v", err)
 	}
@@ -76,7 +76,7 @@ func TestEnqueueLostAnswerEnqueuesOnce(t *testing.T) {
 func TestEnqueueLostAnswerHistoryCompacted(t *testing.T) {
 	ctx := testutil.Context(t, 20*time.Second)
 	cli := testutil.Client(t)
-	_, err, consumer := lostEnqueue(t, ctx, func(c *queue.Queue) {
+	consumer, _, err := lostEnqueue(t, ctx, func(c *queue.Queue) {
 		if err := mustDequeue(t, ctx, c).Ack(ctx); err != nil {
 			t.Errorf("Ack: %v", err)
 		}
