@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -71,8 +72,8 @@ func (r *Registration) serve(ctx context.Context, s *lockstep.Session, prev clie
 					r.revoke(prev) // its key is ours now
 					prev = 0
 				}
-			case ctx.Err() != nil || s.Err() != nil:
-				return err
+			case ctx.Err() != nil || s.Err() != nil || errors.Is(err, lockstep.ErrSessionLost):
+				return err // a lease revoked from outside ends the session now
 			default: // the key is another's, or etcd refused: try again later
 				written, at = "", 0
 				r.unregistered(err)
