@@ -208,15 +208,25 @@ func (r *Registration) Update(ctx context.Context, fn func(*Instance)) error {
 }
 
 // Close drains the instance, waits the grace period (see WithGrace),
-// deletes it and stops. If ctx ends first, it stops at once: the key
-// goes with its lease, which Close revokes. It is idempotent.
+// deletes it and stops. The drain is skipped if the instance is not
+// registered, and given up if etcd does not take it within the grace
+// period plus one attempt's time. If ctx ends first, Close stops at once
+// and returns ctx's error. Either way the key goes with its lease, which
+// Close revokes (or, with etcd out of reach, which expires). It is
+// idempotent.
 func (r *Registration) Close(ctx context.Context) error {
 	var err error
 	r.closeOnce.Do(func() {
-		if ok, _ := r.Registered(); ok && r.o.grace > 0 {
-			if err = r.Drain(ctx); err == nil {
-				err = sleep(ctx, r.o.grace)
+		r.mu.Lock()
+		registered := r.doneGen >= 0
+		r.mu.Unlock()
+		if registered && r.o.grace > 0 {
+			dctx, cancel := context.WithTimeout(ctx, r.o.grace+retry.AttemptTimeout)
+			if r.Drain(dctx) == nil {
+				sleep(ctx, r.o.grace)
 			}
+			cancel()
+			err = ctx.Err()
 		}
 		r.shutdown(ctx)
 	})
@@ -232,6 +242,10 @@ func (r *Registration) shutdown(ctx context.Context) {
 	r.stop()
 	<-r.done
 	r.cache.Close()
+	r.mu.Lock()
+	r.doneGen, r.lease, r.lastErr = -1, 0, ErrClosed
+	r.signal()
+	r.mu.Unlock()
 	r.setHealth()
 }
 

@@ -64,6 +64,9 @@ func TestRegisterWritesNamingJSONUnderALease(t *testing.T) {
 	if ttl, err := cli.TimeToLive(ctx, clientv3.LeaseID(kv.Lease)); err != nil || ttl.TTL != -1 {
 		t.Fatalf("the lease after Close: %+v %v, want revoked", ttl, err)
 	}
+	if ok, err := r.Registered(); ok || !errors.Is(err, discovery.ErrClosed) {
+		t.Fatalf("Registered after Close: %v %v", ok, err)
+	}
 	if err := r.Update(ctx, func(*discovery.Instance) {}); !errors.Is(err, discovery.ErrClosed) {
 		t.Fatalf("Update after Close: %v, want ErrClosed", err)
 	}
@@ -304,5 +307,22 @@ func TestHealthFollowsTheRegistration(t *testing.T) {
 	r.Close(ctx)
 	if got := status(); got != healthpb.HealthCheckResponse_NOT_SERVING {
 		t.Fatalf("closed: %v", got)
+	}
+}
+
+// Close with etcd refusing every write gives the drain up after the grace
+// period and an attempt's time, and stops, instead of waiting for ctx.
+func TestCloseWhileEtcdRefusesWrites(t *testing.T) {
+	ctx := ctxFor(t)
+	lcli, loser := testutil.LosingClient(t)
+	r := register(t, ctx, lcli, testutil.Prefix(t), discovery.Instance{Service: "svc", ID: "a", Addr: "127.0.0.1:1"},
+		discovery.WithGrace(500*time.Millisecond))
+	loser.Outage("Txn", nil, time.Hour)
+	defer loser.Clear()
+	if err := r.Close(ctx); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if ok, _ := r.Registered(); ok {
+		t.Fatal("registered after Close")
 	}
 }
