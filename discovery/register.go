@@ -69,7 +69,8 @@ func WithHealth(h HealthSetter, names ...string) RegisterOption {
 	}
 }
 
-// Registration keeps one instance registered until Close: under a lease
+// Registration keeps one instance registered until Close (or until its
+// etcd client is closed, which it reports as a loss): under a lease
 // it owns, re-registered with a fresh lease after every loss (jittered
 // backoff, no retry limit), and repaired if its key is changed or deleted
 // from outside. Its methods are safe for concurrent use.

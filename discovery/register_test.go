@@ -13,6 +13,7 @@ import (
 
 	"github.com/lockstep-go/lockstep"
 	"github.com/lockstep-go/lockstep/discovery"
+	"github.com/lockstep-go/lockstep/internal/rpc"
 	"github.com/lockstep-go/lockstep/internal/testutil"
 )
 
@@ -324,5 +325,37 @@ func TestCloseWhileEtcdRefusesWrites(t *testing.T) {
 	}
 	if ok, _ := r.Registered(); ok {
 		t.Fatal("registered after Close")
+	}
+}
+
+// A registration whose etcd client is closed reports the loss once and
+// stops trying; Close returns at once.
+func TestRegistrationStopsWhenItsClientCloses(t *testing.T) {
+	ctx := ctxFor(t)
+	cli := testutil.Client(t)
+	ch, onChange := events()
+	r := register(t, ctx, cli, testutil.Prefix(t), discovery.Instance{Service: "svc", ID: "a", Addr: "127.0.0.1:1"}, onChange)
+	next(t, ctx, ch)
+	cli.Close()
+	if e := next(t, ctx, ch); e.Registered || e.Err == nil {
+		t.Fatalf("after the client closed: %+v", e)
+	}
+	for {
+		ok, err := r.Registered()
+		if !ok && errors.Is(err, rpc.ErrClientClosed) {
+			break // it stopped trying
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("Registered: %v %v, want ErrClientClosed", ok, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := r.Close(ctx); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	select {
+	case e := <-ch:
+		t.Fatalf("event after the loss: %+v", e)
+	default:
 	}
 }

@@ -26,6 +26,10 @@ func (r *Registration) run(ctx context.Context) {
 	sub := r.cache.Subscribe(ctx)
 	var prev clientv3.LeaseID // a lost session's lease: its key may outlive it
 	for attempt := 0; ; attempt++ {
+		if r.cli.Ctx().Err() != nil { // nothing sent through it can succeed
+			r.unregistered(fmt.Errorf("discovery: %w", rpc.ErrClientClosed))
+			return
+		}
 		sctx, cancel := context.WithTimeout(ctx, retry.AttemptTimeout)
 		s, err := lockstep.NewSession(sctx, r.cli, lockstep.WithTTL(r.o.ttl))
 		cancel()

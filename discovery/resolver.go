@@ -11,6 +11,7 @@ import (
 
 	"github.com/lockstep-go/lockstep"
 	"github.com/lockstep-go/lockstep/internal/retry"
+	"github.com/lockstep-go/lockstep/internal/rpc"
 )
 
 // Scheme is the URL scheme of lockstep's resolver: lockstep:///<service>.
@@ -84,6 +85,10 @@ func (r *serviceResolver) Close() {
 // it cannot go on.
 func (r *serviceResolver) run(ctx context.Context) {
 	for attempt := 0; ctx.Err() == nil; attempt++ {
+		if r.b.cli.Ctx().Err() != nil {
+			r.cc.ReportError(fmt.Errorf("discovery: resolve %s: %w", r.service, rpc.ErrClientClosed))
+			return
+		}
 		octx, cancel := context.WithTimeout(ctx, retry.CleanupTimeout)
 		w, err := Watch(octx, r.b.cli, r.b.prefix, r.service, r.b.opts...)
 		cancel()
