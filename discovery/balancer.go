@@ -6,11 +6,9 @@ import (
 	"fmt"
 
 	"google.golang.org/grpc/balancer"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/serviceconfig"
-	"google.golang.org/grpc/status"
 )
 
 // BalancerName is the name lockstep's balancer is registered under.
@@ -170,8 +168,8 @@ func (b *wrrBalancer) Close() {
 
 // update gives gRPC a picker over the ready connections: serving ones (in
 // the preferred zone, if any are ready there), else draining ones. With
-// none ready, calls wait while a connection is being made and fail with
-// Unavailable otherwise.
+// none ready, calls wait while a connection is being made; otherwise they
+// fail with Unavailable, except those that wait for ready.
 func (b *wrrBalancer) update() {
 	var serving, inZone, draining []*subConn
 	connecting := false
@@ -205,8 +203,10 @@ func (b *wrrBalancer) update() {
 		if err == nil {
 			err = errNoInstances
 		}
+		// A plain error, not a status: gRPC fails calls with Unavailable
+		// at once, but holds those that wait for ready.
 		b.cc.UpdateState(balancer.State{ConnectivityState: connectivity.TransientFailure,
-			Picker: base{err: status.Error(codes.Unavailable, err.Error())}})
+			Picker: base{err: fmt.Errorf("%s: %w", BalancerName, err)}})
 	}
 }
 

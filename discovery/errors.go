@@ -9,7 +9,8 @@ var (
 	ErrInvalidService = errors.New("discovery: invalid service name")
 	// ErrInvalidID: an instance ID that is empty or holds a '/'.
 	ErrInvalidID = errors.New("discovery: invalid instance id")
-	// ErrInvalidAddr: an address that is not host:port with a port.
+	// ErrInvalidAddr: an address that is not host:port with a host and
+	// a port.
 	ErrInvalidAddr = errors.New("discovery: invalid address")
 	// ErrInvalidWeight: a negative weight.
 	ErrInvalidWeight = errors.New("discovery: invalid weight")

@@ -26,6 +26,9 @@ type dropGuard struct {
 }
 
 func (g *dropGuard) init(list []Instance) {
+	if g.share == 0 {
+		return // off: nothing to remember
+	}
 	g.shown = byID(list)
 	g.order = list
 }

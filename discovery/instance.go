@@ -26,7 +26,7 @@ const (
 type Instance struct {
 	Service string // required; no '/'
 	ID      string // required, unique within the service; no '/'
-	Addr    string // required, host:port
+	Addr    string // required, host:port with a host
 	// Weight is the instance's share of calls under WeightedRoundRobin;
 	// 0 means 1, negative is refused.
 	Weight   int
@@ -89,9 +89,12 @@ func validService(s string) error {
 }
 
 func validAddr(addr string) error {
-	_, port, err := net.SplitHostPort(addr)
+	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return fmt.Errorf("%w: %q: %v", ErrInvalidAddr, addr, err)
+	}
+	if host == "" {
+		return fmt.Errorf("%w: %q: no host (clients elsewhere could not reach it)", ErrInvalidAddr, addr)
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
 		return fmt.Errorf("%w: %q: port %q", ErrInvalidAddr, addr, port)

@@ -101,6 +101,7 @@ func TestRegisterRefusesBadInputBeforeWriting(t *testing.T) {
 		{"id with /", cli, prefix, with(func(in *discovery.Instance) { in.ID = "x/y" }), nil, discovery.ErrInvalidID},
 		{"no port", cli, prefix, with(func(in *discovery.Instance) { in.Addr = "127.0.0.1" }), nil, discovery.ErrInvalidAddr},
 		{"bad port", cli, prefix, with(func(in *discovery.Instance) { in.Addr = "host:http" }), nil, discovery.ErrInvalidAddr},
+		{"no host", cli, prefix, with(func(in *discovery.Instance) { in.Addr = ":8080" }), nil, discovery.ErrInvalidAddr},
 		{"port 0", cli, prefix, with(func(in *discovery.Instance) { in.Addr = "host:0" }), nil, discovery.ErrInvalidAddr},
 		{"negative weight", cli, prefix, with(func(in *discovery.Instance) { in.Weight = -1 }), nil, discovery.ErrInvalidWeight},
 		{"short ttl", cli, prefix, good, []discovery.RegisterOption{discovery.WithTTL(time.Second)}, lockstep.ErrInvalidTTL},
@@ -357,5 +358,24 @@ func TestRegistrationStopsWhenItsClientCloses(t *testing.T) {
 	case e := <-ch:
 		t.Fatalf("event after the loss: %+v", e)
 	default:
+	}
+}
+
+// Drain and Update each cost one transaction: the write is guarded by the
+// revision of the registration's last write.
+func TestUpdateCostsOneTransaction(t *testing.T) {
+	ctx := ctxFor(t)
+	ccli, counter := testutil.CountingClient(t)
+	r := register(t, ctx, ccli, testutil.Prefix(t), discovery.Instance{Service: "svc", ID: "a", Addr: "127.0.0.1:1"},
+		discovery.WithGrace(0))
+	counter.Reset()
+	if err := r.Update(ctx, func(in *discovery.Instance) { in.Weight = 3 }); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := counter.Calls("Txn"); n != 2 {
+		t.Fatalf("transactions for an Update and a Drain: %d, want 2", n)
 	}
 }

@@ -67,7 +67,7 @@ func (r *Registration) serve(ctx context.Context, s *lockstep.Session, prev clie
 			dirty, again = false, nil
 			gen, in := r.target()
 			v := in.encode()
-			rev, err := r.write(ctx, s, prev, v)
+			rev, err := r.write(ctx, s, prev, v, at)
 			switch {
 			case err == nil:
 				written, at, *attempt = v, rev, 0
@@ -113,11 +113,15 @@ func (r *Registration) serve(ctx context.Context, s *lockstep.Session, prev clie
 // write puts v under the instance's key with s's lease. It never creates
 // a key without a lease (the lease is checked by etcd) nor overwrites
 // another registration's: it creates the key, or replaces it as it read
-// it if it holds s's lease, prev's or none. Each Txn reads the key when its guard
+// it if it holds s's lease, prev's or none. at is the revision of our
+// last write under s, if any: the first try assumes the key is still so. Each Txn reads the key when its guard
 // fails, so a retry after a lost answer sees what the lost attempt did.
-func (r *Registration) write(ctx context.Context, s *lockstep.Session, prev clientv3.LeaseID, v string) (int64, error) {
+func (r *Registration) write(ctx context.Context, s *lockstep.Session, prev clientv3.LeaseID, v string, at int64) (int64, error) {
 	lease := s.Lease()
 	guard := clientv3.Compare(clientv3.CreateRevision(r.key), "=", 0)
+	if at != 0 { // as we last wrote it, most likely: one transaction
+		guard = clientv3.Compare(clientv3.ModRevision(r.key), "=", at)
+	}
 	for {
 		res, err := rpc.Commit(ctx, r.cli, s, rpc.Txn{
 			If:   []clientv3.Cmp{guard},

@@ -6,8 +6,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/lockstep-go/lockstep/discovery"
@@ -188,5 +191,23 @@ func TestEmptyServiceFailsFast(t *testing.T) {
 	_, err := c.callOnce()
 	if status.Code(err) != codes.Unavailable {
 		t.Fatalf("call to a service with no instances: %v, want Unavailable", err)
+	}
+}
+
+// A call that waits for ready waits for an instance of an empty service
+// instead of failing at once.
+func TestWaitForReadyWaitsForAnInstance(t *testing.T) {
+	ctx := ctxFor(t)
+	prefix := testutil.Prefix(t)
+	conn := dial(t, testutil.Client(t), prefix, "svc", discovery.WeightedRoundRobin)
+	done := make(chan error, 1)
+	go func() {
+		_, err := conn.Check(ctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true))
+		done <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // let the call find the service empty
+	serve(t, ctx, prefix, "svc", 1)
+	if err := <-done; err != nil {
+		t.Fatalf("a wait-for-ready call: %v", err)
 	}
 }

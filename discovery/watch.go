@@ -111,11 +111,21 @@ func Watch(ctx context.Context, cli *clientv3.Client, prefix, service string, op
 // Service is the service watched.
 func (w *Watcher) Service() string { return w.service }
 
-// Instances returns the service's instances, sorted by ID.
+// Instances returns the service's instances, sorted by ID: a copy the
+// caller may keep and change.
 func (w *Watcher) Instances() []Instance {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.shown
+	return cloneList(w.shown)
+}
+
+// cloneList returns a copy of list the caller may change.
+func cloneList(list []Instance) []Instance {
+	out := make([]Instance, len(list))
+	for i, in := range list {
+		out[i] = in.clone()
+	}
+	return out
 }
 
 // Revision is the etcd revision the instances reflect.
@@ -126,7 +136,7 @@ func (w *Watcher) Revision() int64 {
 }
 
 // Updates returns a channel that receives the instances now, then the
-// whole list again each time it changes. A reader that falls behind gets
+// whole list again each time it changes, each a copy of its own. A reader that falls behind gets
 // the latest list, never a stale one. It is closed when ctx ends or the
 // Watcher stops.
 func (w *Watcher) Updates(ctx context.Context) <-chan []Instance {
@@ -145,7 +155,7 @@ func (w *Watcher) Updates(ctx context.Context) <-chan []Instance {
 			}
 			if gen != sent {
 				select {
-				case out <- list:
+				case out <- cloneList(list):
 					sent = gen
 				case <-ctx.Done():
 					return

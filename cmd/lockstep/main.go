@@ -32,6 +32,7 @@ var commands = []command{
 	{"barrier", "hold, release and wait at a gate; line up N processes, round after round", runBarrier},
 	{"queue", "push to, pop from and count a durable priority work queue", runQueue},
 	{"config", "read, write, watch, and roll back configuration kept in etcd", runConfig},
+	{"svc", "register a service instance while CMD runs; list and watch a service's instances", runSvc},
 	{"status", "show who holds, leads and waits, and how deep the queues are", runStatus},
 	{"serve", "run an embedded etcd member in the foreground", runServe},
 	{"demo", "watch every recipe at work against an embedded etcd, in a few seconds", runDemo},
