@@ -143,7 +143,7 @@ func Register(ctx context.Context, cli *clientv3.Client, prefix string, in Insta
 	r.setHealth()
 	go r.run(lctx)
 	if err := r.wait(ctx, 0); err != nil {
-		r.shutdown(context.WithoutCancel(ctx))
+		r.shutdown()
 		return nil, err
 	}
 	return r, nil
@@ -211,9 +211,11 @@ func (r *Registration) Update(ctx context.Context, fn func(*Instance)) error {
 // Close drains the instance, waits the grace period (see WithGrace),
 // deletes it and stops. The drain is skipped if the instance is not
 // registered, and given up if etcd does not take it within the grace
-// period plus one attempt's time. If ctx ends first, Close stops at once
-// and returns ctx's error. Either way the key goes with its lease, which
-// Close revokes (or, with etcd out of reach, which expires). It is
+// period plus one attempt's time. If ctx ends first, Close skips what is
+// left of the drain and the grace period and returns ctx's error. Either
+// way it deletes the key by revoking the leases that may hold it, under a
+// bound of its own (retry.CleanupTimeout, as every lockstep cleanup); a
+// lease it cannot revoke, with etcd out of reach, expires. It is
 // idempotent.
 func (r *Registration) Close(ctx context.Context) error {
 	var err error
@@ -227,16 +229,15 @@ func (r *Registration) Close(ctx context.Context) error {
 				sleep(ctx, r.o.grace)
 			}
 			cancel()
-			err = ctx.Err()
 		}
-		r.shutdown(ctx)
+		r.shutdown()
+		err = ctx.Err()
 	})
 	return err
 }
 
-// shutdown stops the goroutine, which deletes the key and revokes its
-// lease on the way out.
-func (r *Registration) shutdown(ctx context.Context) {
+// shutdown stops the goroutine, which revokes its leases on the way out.
+func (r *Registration) shutdown() {
 	r.mu.Lock()
 	r.closed = true
 	r.mu.Unlock()

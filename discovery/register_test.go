@@ -379,3 +379,20 @@ func TestUpdateCostsOneTransaction(t *testing.T) {
 		t.Fatalf("transactions for an Update and a Drain: %d, want 2", n)
 	}
 }
+
+// Close with a ctx that has ended skips the drain and the grace period,
+// still deletes the instance, and says that ctx ended.
+func TestCloseWithAnEndedContext(t *testing.T) {
+	ctx := ctxFor(t)
+	cli := testutil.Client(t)
+	r := register(t, ctx, cli, testutil.Prefix(t), discovery.Instance{Service: "svc", ID: "a", Addr: "127.0.0.1:1"},
+		discovery.WithGrace(time.Hour))
+	ended, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := r.Close(ended); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Close: %v, want context.Canceled", err)
+	}
+	if resp, err := cli.Get(ctx, r.Key()); err != nil || len(resp.Kvs) != 0 {
+		t.Fatalf("the key after Close: %v %v", resp.Kvs, err)
+	}
+}

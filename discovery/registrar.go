@@ -20,7 +20,8 @@ import (
 var reregister = retry.Backoff{Base: 100 * time.Millisecond, Max: 5 * time.Second}
 
 // run keeps the instance registered until ctx ends (Close): one session
-// after another, for as long as it takes.
+// after another, for as long as it takes. On the way out it revokes the
+// leases that may hold the key.
 func (r *Registration) run(ctx context.Context) {
 	defer close(r.done)
 	sub := r.cache.Subscribe(ctx)
@@ -35,16 +36,18 @@ func (r *Registration) run(ctx context.Context) {
 		cancel()
 		if err == nil {
 			err = r.serve(ctx, s, prev, &sub, &attempt)
+			// Lost or closed: the lease is revoked below or taken over
+			// by the next session, so that watchers do not see the
+			// instance flap.
+			s.CloseWithoutRevoke()
 			if ctx.Err() != nil {
-				s.Close() // the revoke deletes the key; if it fails, the TTL does
+				r.revoke(s.Lease(), prev)
 				return
 			}
-			// Lost: keep the lease's key for the next session to take
-			// over, so that watchers do not see the instance flap.
-			s.CloseWithoutRevoke()
 			prev = s.Lease()
 		}
 		if ctx.Err() != nil {
+			r.revoke(prev)
 			return
 		}
 		r.unregistered(err)
@@ -153,12 +156,18 @@ func (r *Registration) write(ctx context.Context, s *lockstep.Session, prev clie
 	}
 }
 
-// revoke ends a lost session's lease once its key has been taken over;
-// if it fails, the lease expires on its own with nothing attached.
-func (r *Registration) revoke(l clientv3.LeaseID) {
-	ctx, cancel := context.WithTimeout(context.Background(), retry.AttemptTimeout)
+// revoke ends leases of this registration, which deletes the key they
+// hold. Like every cleanup it runs under a bound of its own
+// (retry.CleanupTimeout), whatever became of the caller's ctx; a lease it
+// cannot revoke expires on its own.
+func (r *Registration) revoke(leases ...clientv3.LeaseID) {
+	ctx, cancel := context.WithTimeout(context.Background(), retry.CleanupTimeout)
 	defer cancel()
-	r.cli.Revoke(ctx, l)
+	for _, l := range leases {
+		if l != 0 {
+			r.cli.Revoke(ctx, l)
+		}
+	}
 }
 
 // target returns what etcd should hold now, and its generation.
