@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -25,7 +26,7 @@ var reregister = retry.Backoff{Base: 100 * time.Millisecond, Max: 5 * time.Secon
 func (r *Registration) run(ctx context.Context) {
 	defer close(r.done)
 	sub := r.cache.Subscribe(ctx)
-	var prev clientv3.LeaseID // a lost session's lease: its key may outlive it
+	var lost []clientv3.LeaseID // lost sessions' leases: one may still hold the key
 	for attempt := 0; ; attempt++ {
 		if r.cli.Ctx().Err() != nil { // nothing sent through it can succeed
 			r.unregistered(fmt.Errorf("discovery: %w", rpc.ErrClientClosed))
@@ -35,19 +36,19 @@ func (r *Registration) run(ctx context.Context) {
 		s, err := lockstep.NewSession(sctx, r.cli, lockstep.WithTTL(r.o.ttl))
 		cancel()
 		if err == nil {
-			err = r.serve(ctx, s, prev, &sub, &attempt)
+			err = r.serve(ctx, s, &lost, &sub, &attempt)
 			// Lost or closed: the lease is revoked below or taken over
 			// by the next session, so that watchers do not see the
 			// instance flap.
 			s.CloseWithoutRevoke()
 			if ctx.Err() != nil {
-				r.revoke(s.Lease(), prev)
+				r.revoke(append(lost, s.Lease())...)
 				return
 			}
-			prev = s.Lease()
+			lost = append(lost, s.Lease())
 		}
 		if ctx.Err() != nil {
-			r.revoke(prev)
+			r.revoke(lost...)
 			return
 		}
 		r.unregistered(err)
@@ -58,7 +59,7 @@ func (r *Registration) run(ctx context.Context) {
 // serve writes the instance under s and keeps it written until s ends or
 // ctx ends: again after each Update, and at once if the key is changed or
 // deleted from outside.
-func (r *Registration) serve(ctx context.Context, s *lockstep.Session, prev clientv3.LeaseID, sub *<-chan cache.Update, attempt *int) error {
+func (r *Registration) serve(ctx context.Context, s *lockstep.Session, lost *[]clientv3.LeaseID, sub *<-chan cache.Update, attempt *int) error {
 	var (
 		written string // the value etcd holds for us
 		at      int64  // and the revision it was written at
@@ -70,14 +71,14 @@ func (r *Registration) serve(ctx context.Context, s *lockstep.Session, prev clie
 			dirty, again = false, nil
 			gen, in := r.target()
 			v := in.encode()
-			rev, err := r.write(ctx, s, prev, v, at)
+			rev, err := r.write(ctx, s, *lost, v, at)
 			switch {
 			case err == nil:
 				written, at, *attempt = v, rev, 0
 				r.registered(gen, s.Lease())
-				if prev != 0 {
-					r.revoke(prev) // its key is ours now
-					prev = 0
+				if len(*lost) > 0 {
+					r.revoke(*lost...) // the key is ours now
+					*lost = nil
 				}
 			case ctx.Err() != nil || s.Err() != nil || errors.Is(err, lockstep.ErrSessionLost):
 				return err // a lease revoked from outside ends the session now
@@ -116,10 +117,10 @@ func (r *Registration) serve(ctx context.Context, s *lockstep.Session, prev clie
 // write puts v under the instance's key with s's lease. It never creates
 // a key without a lease (the lease is checked by etcd) nor overwrites
 // another registration's: it creates the key, or replaces it as it read
-// it if it holds s's lease, prev's or none. at is the revision of our
+// it if it holds s's lease, a lost session's or none. at is the revision of our
 // last write under s, if any: the first try assumes the key is still so. Each Txn reads the key when its guard
 // fails, so a retry after a lost answer sees what the lost attempt did.
-func (r *Registration) write(ctx context.Context, s *lockstep.Session, prev clientv3.LeaseID, v string, at int64) (int64, error) {
+func (r *Registration) write(ctx context.Context, s *lockstep.Session, lost []clientv3.LeaseID, v string, at int64) (int64, error) {
 	lease := s.Lease()
 	guard := clientv3.Compare(clientv3.CreateRevision(r.key), "=", 0)
 	if at != 0 { // as we last wrote it, most likely: one transaction
@@ -146,7 +147,7 @@ func (r *Registration) write(ctx context.Context, s *lockstep.Session, prev clie
 		switch l := clientv3.LeaseID(kv.Lease); {
 		case l == lease && string(kv.Value) == v:
 			return kv.ModRevision, nil // as we want it: a lost answer's work, or nothing to do
-		case l == lease || l == 0 || (prev != 0 && l == prev):
+		case l == lease || l == 0 || slices.Contains(lost, l):
 			// Ours, our lost session's, or written from outside without
 			// a lease (no live registration): take it over as read.
 			guard = clientv3.Compare(clientv3.ModRevision(r.key), "=", kv.ModRevision)

@@ -35,13 +35,16 @@ func serve(t *testing.T, ctx context.Context, prefix, service string, weights ..
 // warm calls until every name in want has served a call.
 func warm(t *testing.T, ctx context.Context, c interface{ callOnce() (string, error) }, want ...string) {
 	t.Helper()
-	seen := map[string]bool{}
-	for len(seen) < len(want) {
+	missing := map[string]bool{}
+	for _, name := range want {
+		missing[name] = true
+	}
+	for len(missing) > 0 {
 		name, err := c.callOnce()
 		if err != nil {
 			t.Fatalf("call while warming up: %v", err)
 		}
-		seen[name] = true
+		delete(missing, name)
 	}
 }
 
