@@ -1,7 +1,6 @@
 package cache_test
 
 import (
-	"context"
 	"sync"
 	"testing"
 	"time"
@@ -17,7 +16,7 @@ func TestOneWatchPerClientAndPrefix(t *testing.T) {
 	cli := testutil.Client(t)
 	prefix := testutil.Prefix(t) + "/"
 	testutil.Server(t)
-	before := settledWatchers(t, ctx)
+	before := testutil.SettledWatchers(t, ctx)
 
 	const caches, subscribers = 3, 1000
 	var cs []*cache.Cache
@@ -32,7 +31,7 @@ func TestOneWatchPerClientAndPrefix(t *testing.T) {
 		}
 	}
 	// Open returns once the listing is in; the watch follows at once.
-	waitWatchers(t, ctx, before+1)
+	testutil.AwaitWatchers(t, ctx, before+1)
 	if got := testutil.ServerWatchers(t) - before; got != 1 {
 		t.Fatalf("etcd watchers for %d caches and %d subscribers: %d, want 1", caches, subscribers, got)
 	}
@@ -61,42 +60,11 @@ func TestOneWatchPerClientAndPrefix(t *testing.T) {
 	// Another client is another watch; closing every cache of a prefix
 	// cancels its watch.
 	other := open(t, ctx, testutil.Client(t), prefix)
-	waitWatchers(t, ctx, before+2)
+	testutil.AwaitWatchers(t, ctx, before+2)
 	other.Close()
 	for _, c := range cs {
 		c.Close()
 	}
-	waitWatchers(t, ctx, before)
+	testutil.AwaitWatchers(t, ctx, before)
 }
 
-// settledWatchers returns how many watchers etcd holds once the count has
-// stopped moving: cancels of earlier tests' watches arrive late.
-func settledWatchers(t *testing.T, ctx context.Context) int {
-	t.Helper()
-	n := testutil.ServerWatchers(t)
-	for {
-		select {
-		case <-ctx.Done():
-			t.Fatal("the watcher count did not settle")
-		case <-time.After(200 * time.Millisecond):
-		}
-		m := testutil.ServerWatchers(t)
-		if m == n {
-			return n
-		}
-		n = m
-	}
-}
-
-// waitWatchers waits until etcd holds n watchers: a cancel reaches the
-// server a little after Close returns.
-func waitWatchers(t *testing.T, ctx context.Context, n int) {
-	t.Helper()
-	for testutil.ServerWatchers(t) != n {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("etcd watchers: %d, want %d", testutil.ServerWatchers(t), n)
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-}

@@ -214,16 +214,6 @@ func pause(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// waitWatchers waits until etcd holds n watchers.
-func waitWatchers(b *testing.B, ctx context.Context, n int) {
-	b.Helper()
-	for testutil.ServerWatchers(b) != n {
-		if !pause(ctx, 2*time.Millisecond) {
-			b.Fatalf("etcd holds %d watchers, want %d", testutil.ServerWatchers(b), n)
-		}
-	}
-}
-
 func median(samples []time.Duration) time.Duration {
 	if len(samples) == 0 {
 		return 0
@@ -280,7 +270,7 @@ func registerToCall(b *testing.B, reg registry, caller, owner *clientv3.Client, 
 	conn := benchDial(b, reg, caller, prefix, service)
 	defer conn.Close()
 	conn.Connect()
-	waitWatchers(b, ctx, base+1) // the client's resolver watches the service
+	testutil.AwaitWatchers(b, ctx, base+1) // the client's resolver watches the service
 	got := make(chan error, 1)
 	go func() {
 		for st := conn.GetState(); st != connectivity.Ready; st = conn.GetState() {
@@ -306,7 +296,7 @@ func registerToCall(b *testing.B, reg registry, caller, owner *clientv3.Client, 
 		b.Fatalf("%s: deregister: %v", reg.name, err)
 	}
 	conn.Close()
-	waitWatchers(b, ctx, base)
+	testutil.AwaitWatchers(b, ctx, base)
 	return first, registered
 }
 

@@ -19,7 +19,7 @@ func TestOneEtcdWatchPerClientAndPrefix(t *testing.T) {
 	ctx := ctxFor(t)
 	cli := testutil.Client(t)
 	prefix := testutil.Prefix(t)
-	before := testutil.ServerWatchers(t)
+	before := testutil.SettledWatchers(t, ctx)
 	for i := range 10 {
 		service := fmt.Sprintf("svc%d", i)
 		register(t, ctx, cli, prefix, discovery.Instance{Service: service, ID: "a", Addr: "127.0.0.1:1"}, discovery.WithGrace(0))
@@ -33,7 +33,8 @@ func TestOneEtcdWatchPerClientAndPrefix(t *testing.T) {
 		c := client{ctx, dial(t, cli, prefix, "grpc", discovery.WeightedRoundRobin)}
 		warm(t, ctx, c, "b")
 	}
-	if got := testutil.ServerWatchers(t) - before; got != 1 {
+	testutil.AwaitWatchers(t, ctx, before+1)
+	if got := testutil.SettledWatchers(t, ctx) - before; got != 1 {
 		t.Fatalf("etcd watchers for 11 registrations, 50 watchers and 5 gRPC clients on one client: %d, want 1", got)
 	}
 }

@@ -1,7 +1,9 @@
 package testutil
 
 import (
+	"context"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -26,4 +28,37 @@ func ServerWatchers(t testing.TB) int {
 	}
 	t.Fatal("etcd_debugging_mvcc_watcher_total not found: is an embedded etcd running in this process?")
 	return 0
+}
+
+// SettledWatchers returns ServerWatchers once it has stopped moving (the
+// same count 200 ms apart): watches closed by earlier tests reach the
+// server a little after their Close returned.
+func SettledWatchers(t testing.TB, ctx context.Context) int {
+	t.Helper()
+	n := ServerWatchers(t)
+	for {
+		select {
+		case <-ctx.Done():
+			t.Fatal("the watcher count did not settle")
+		case <-time.After(200 * time.Millisecond):
+		}
+		m := ServerWatchers(t)
+		if m == n {
+			return n
+		}
+		n = m
+	}
+}
+
+// AwaitWatchers waits until etcd holds n watchers, failing t if ctx ends
+// first.
+func AwaitWatchers(t testing.TB, ctx context.Context, n int) {
+	t.Helper()
+	for ServerWatchers(t) != n {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("etcd watchers: %d, want %d", ServerWatchers(t), n)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
