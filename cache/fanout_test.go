@@ -67,4 +67,3 @@ func TestOneWatchPerClientAndPrefix(t *testing.T) {
 	}
 	testutil.AwaitWatchers(t, ctx, before)
 }
-
