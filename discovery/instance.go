@@ -64,8 +64,9 @@ func (in Instance) clone() Instance {
 	return in
 }
 
-// validate checks what Register needs before any write.
-func (in Instance) validate() error {
+// Validate reports what Register would refuse in: ErrInvalidService,
+// ErrInvalidID, ErrInvalidAddr or ErrInvalidWeight. It does no I/O.
+func (in Instance) Validate() error {
 	if err := validService(in.Service); err != nil {
 		return err
 	}

@@ -114,7 +114,7 @@ func Register(ctx context.Context, cli *clientv3.Client, prefix string, in Insta
 	if err != nil {
 		return nil, err
 	}
-	if err := in.validate(); err != nil {
+	if err := in.Validate(); err != nil {
 		return nil, err
 	}
 	o := registerOptions{ttl: lockstep.DefaultTTL, grace: DefaultGrace}
@@ -192,7 +192,7 @@ func (r *Registration) Update(ctx context.Context, fn func(*Instance)) error {
 	if in.Status != Draining {
 		in.Status = Serving
 	}
-	if err := in.validate(); err != nil {
+	if err := in.Validate(); err != nil {
 		r.mu.Unlock()
 		return err
 	}

@@ -108,6 +108,11 @@ func TestRegisterRefusesBadInputBeforeWriting(t *testing.T) {
 		{"fractional ttl", cli, prefix, good, []discovery.RegisterOption{discovery.WithTTL(2500 * time.Millisecond)}, lockstep.ErrInvalidTTL},
 		{"negative grace", cli, prefix, good, []discovery.RegisterOption{discovery.WithGrace(-time.Second)}, discovery.ErrInvalidOption},
 	} {
+		if tc.cli != nil && tc.prefix == prefix && tc.opts == nil {
+			if err := tc.in.Validate(); !errors.Is(err, tc.want) {
+				t.Errorf("%s: Validate: %v, want %v", tc.name, err, tc.want)
+			}
+		}
 		r, err := discovery.Register(ctx, tc.cli, tc.prefix, tc.in, tc.opts...)
 		if !errors.Is(err, tc.want) {
 			if r != nil {

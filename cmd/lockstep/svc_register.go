@@ -79,6 +79,9 @@ func runSvcRegister(ctx context.Context, args []string, stdout, stderr io.Writer
 		in.Metadata = meta
 	}
 	name := in.Service + "/" + in.ID
+	if err := in.Validate(); err != nil { // before waiting for etcd
+		return f.usageError(stderr, "%v", err)
+	}
 
 	cli, err := conn.client(ctx)
 	if err != nil {
