@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -37,8 +38,9 @@ type childResult struct {
 // period.
 //
 // The child runs in a process group of its own (on Linux) and signals go to
-// the whole group, so that a shell script's own children stop too; it is
-// also killed if this process dies.
+// the whole group, so that a shell script's own children stop too. When the
+// child exits, what is left of its group is killed; the child is killed if
+// this process dies, and a second signal kills its whole group (killAll).
 func (c child) run(interrupted context.Context, lost <-chan struct{}) childResult {
 	cmd := exec.Command(c.args[0], c.args[1:]...)
 	cmd.Env = append(os.Environ(), c.env...)
@@ -47,7 +49,7 @@ func (c child) run(interrupted context.Context, lost <-chan struct{}) childResul
 		cmd.Stdin = os.Stdin
 	}
 	setProcAttr(cmd)
-	if err := cmd.Start(); err != nil {
+	if err := running.start(cmd); err != nil {
 		code := exitNoRun
 		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
 			code = exitNoCmd
@@ -55,7 +57,7 @@ func (c child) run(interrupted context.Context, lost <-chan struct{}) childResul
 		return childResult{code: code, err: fmt.Errorf("run %s: %w", c.args[0], err)}
 	}
 	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	go func() { exited <- waitChild(cmd) }()
 
 	stopped := false
 	var (
@@ -115,4 +117,43 @@ func exitCode(err error) int {
 		return ee.ExitCode()
 	}
 	return exitError
+}
+
+// running is the set of commands this process started and has not reaped,
+// so that a second signal can kill them, with their process groups, before
+// lockstep dies of it.
+var running = children{procs: map[*os.Process]bool{}}
+
+type children struct {
+	mu    sync.Mutex
+	procs map[*os.Process]bool
+}
+
+// start starts cmd and adds it to the set.
+func (c *children) start(cmd *exec.Cmd) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	c.procs[cmd.Process] = true
+	return nil
+}
+
+// forget removes p from the set, running last under the set's lock: a
+// concurrent killAll then never signals a group whose leader was reaped.
+func (c *children) forget(p *os.Process, last func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.procs, p)
+	last()
+}
+
+// killAll sends SIGKILL to every command in the set and its group.
+func (c *children) killAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for p := range c.procs {
+		signalChild(p, syscall.SIGKILL)
+	}
 }

@@ -74,7 +74,8 @@ const envHelp = `environment:
 const signalsHelp = `signals:
   SIGINT and SIGTERM are forwarded to CMD (to its process group), which is
   killed after --grace if it has not exited; lockstep then releases what it
-  holds and exits with CMD's code. A second signal kills lockstep at once.
+  holds and exits with CMD's code. When CMD exits, what is left of its group
+  is killed. A second signal kills CMD's group and lockstep at once.
 `
 
 func main() {
@@ -120,21 +121,31 @@ type signalled struct{ sig syscall.Signal }
 func (s signalled) Error() string { return "received " + s.sig.String() }
 
 // notifyContext returns a context cancelled, with a signalled cause, on the
-// first SIGINT or SIGTERM. After that first one the handler is removed, so
-// a second signal kills the process the default way: the way out when a
-// command will not stop.
+// first SIGINT or SIGTERM. A second one kills every command lockstep runs,
+// with its process group, and then lockstep itself, the default way: the
+// way out when a command will not stop, which leaves nothing running.
 func notifyContext() (context.Context, func()) {
 	ctx, cancel := context.WithCancelCause(context.Background())
-	ch := make(chan os.Signal, 1)
+	ch := make(chan os.Signal, 2)
 	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
 	done := make(chan struct{})
 	go func() {
-		select {
-		case sig := <-ch:
-			signal.Stop(ch)
+		for first := true; ; first = false {
+			var sig os.Signal
+			select {
+			case sig = <-ch:
+			case <-done:
+				return
+			}
 			s, _ := sig.(syscall.Signal)
-			cancel(signalled{s})
-		case <-done:
+			if first {
+				cancel(signalled{s})
+				continue
+			}
+			running.killAll()
+			signal.Reset(os.Interrupt, syscall.SIGTERM)
+			syscall.Kill(os.Getpid(), s)
+			return
 		}
 	}()
 	return ctx, func() {

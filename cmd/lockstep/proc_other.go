@@ -17,3 +17,10 @@ func setProcAttr(cmd *exec.Cmd) {}
 func signalChild(p *os.Process, sig syscall.Signal) {
 	p.Signal(sig)
 }
+
+// waitChild waits for the child to exit.
+func waitChild(cmd *exec.Cmd) error {
+	err := cmd.Wait()
+	running.forget(cmd.Process, func() {})
+	return err
+}
