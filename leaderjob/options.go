@@ -65,6 +65,7 @@ type options struct {
 	onElected              func(*election.Term)
 	onStopped              func(*election.Term, error)
 	onNewLeader            func(election.Leader)
+	onBackoff              func(time.Duration, error)
 }
 
 // WithIdentity sets the value the runner campaigns with, which Leader and
@@ -122,6 +123,16 @@ func WithOnStopped(f func(t *election.Term, jobErr error)) Option {
 // should return quickly: it holds back the next call. Setting it costs one
 // watch on the election for as long as Run runs.
 func WithOnNewLeader(f func(l election.Leader)) Option { return func(o *options) { o.onNewLeader = f } }
+
+// WithOnBackoff sets a function called each time the runner backs off,
+// before the pause, with its length and the failure behind it: a job's
+// error (under RunAgain the job then runs again in the same term; under the
+// other policies the runner has resigned and campaigns again), or a
+// session or campaign that failed. It is called from Run's goroutine and
+// should return quickly.
+func WithOnBackoff(f func(pause time.Duration, err error)) Option {
+	return func(o *options) { o.onBackoff = f }
+}
 
 func defaultOptions() options {
 	return options{

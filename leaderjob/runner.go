@@ -117,9 +117,9 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	defer closeSession()
 	failures := 0
-	pause := func() {
+	pause := func(err error) {
 		failures++
-		retry.Pause(ctx, r.o.backoff(failures), nil)
+		r.pause(ctx, failures, err, nil)
 	}
 	for ctx.Err() == nil {
 		if err := r.cli.Ctx().Err(); err != nil {
@@ -131,7 +131,7 @@ func (r *Runner) Run(ctx context.Context) error {
 				if retry.Refused(err) {
 					return fmt.Errorf("leaderjob: %s: %w", r.prefix, err)
 				}
-				pause()
+				pause(err)
 				continue
 			}
 		}
@@ -150,16 +150,17 @@ func (r *Runner) Run(ctx context.Context) error {
 			if errors.Is(err, lockstep.ErrSessionLost) || s.Err() != nil {
 				closeSession()
 			} else if ctx.Err() == nil {
-				pause()
+				pause(err)
 			}
 			continue
 		}
 
 		var (
-			out   outcome
-			stuck bool
+			out    outcome
+			stuck  bool
+			jobErr error
 		)
-		out, resigned, stuck = r.lead(ctx, t)
+		out, jobErr, resigned, stuck = r.lead(ctx, t)
 		if stuck || s.Err() != nil || errors.Is(t.Err(), lockstep.ErrSessionLost) {
 			// The resign did not get through, or the lease is gone (the
 			// term can know before the session does): closing the session
@@ -170,12 +171,22 @@ func (r *Runner) Run(ctx context.Context) error {
 		case finished:
 			return nil
 		case failed:
-			pause()
+			pause(jobErr)
 		default:
 			failures = 0
 		}
 	}
 	return ctx.Err()
+}
+
+// pause backs off after the n-th failure in a row, err, telling
+// WithOnBackoff's function first. It ends early if ctx ends or stop closes.
+func (r *Runner) pause(ctx context.Context, n int, err error, stop <-chan struct{}) {
+	d := r.o.backoff(n)
+	if r.o.onBackoff != nil {
+		r.o.onBackoff(d, err)
+	}
+	retry.Pause(ctx, d, stop)
 }
 
 // newSession makes a session, giving up after one TTL: a server that
@@ -197,15 +208,15 @@ const (
 )
 
 // lead runs the job under t as the policy says, then resigns if t still
-// holds. It reports whether it resigned, and whether a resign did not get
-// through (the session then deletes the key, unless it is closed first).
-func (r *Runner) lead(ctx context.Context, t *election.Term) (out outcome, resigned, stuck bool) {
+// holds. It reports how the term ended, the last job's error, whether it
+// resigned, and whether a resign did not get through (the session then
+// deletes the key, unless it is closed first).
+func (r *Runner) lead(ctx context.Context, t *election.Term) (out outcome, jobErr error, resigned, stuck bool) {
 	r.term.Store(t)
 	if r.o.onElected != nil {
 		r.o.onElected(t)
 	}
 	out = lost
-	var jobErr error
 	if r.settle(ctx, t) {
 		out, jobErr = r.work(ctx, t)
 	}
@@ -219,7 +230,7 @@ func (r *Runner) lead(ctx context.Context, t *election.Term) (out outcome, resig
 	if r.o.onStopped != nil {
 		r.o.onStopped(t, jobErr)
 	}
-	return out, resigned, stuck
+	return out, jobErr, resigned, stuck
 }
 
 // work runs the job under t as the policy says, until a job's return or
@@ -240,7 +251,7 @@ func (r *Runner) work(ctx context.Context, t *election.Term) (outcome, error) {
 				continue
 			}
 			failures++
-			retry.Pause(ctx, r.o.backoff(failures), t.Done())
+			r.pause(ctx, failures, jobErr, t.Done())
 			if ctx.Err() != nil || t.Err() != nil {
 				return lost, jobErr
 			}

@@ -167,10 +167,20 @@ func TestRunRetriesFailedJob(t *testing.T) {
 		}
 		return nil
 	}
-	opts := append(cb.options(), leaderjob.WithBackoff(time.Millisecond, 2*time.Millisecond))
+	var pauses []time.Duration
+	opts := append(cb.options(), leaderjob.WithBackoff(time.Millisecond, 2*time.Millisecond),
+		leaderjob.WithOnBackoff(func(d time.Duration, err error) {
+			if !errors.Is(err, errBoom) {
+				t.Errorf("backing off after %v, want the job's error", err)
+			}
+			pauses = append(pauses, d)
+		}))
 	r := newRunner(t, cli, testutil.Prefix(t), job, opts...)
 	if err := r.Run(ctx); err != nil {
 		t.Fatalf("Run: %v", err)
+	}
+	if len(pauses) != 2 || pauses[0] <= 0 || pauses[0] > time.Millisecond || pauses[1] <= 0 || pauses[1] > 2*time.Millisecond {
+		t.Fatalf("pauses %v, want two within the backoff's bounds (1ms, then 2ms at most)", pauses)
 	}
 	if calls != 3 || len(cb.stopped) != 3 {
 		t.Fatalf("job ran %d times in %d terms, want 3 and 3", calls, len(cb.stopped))
@@ -208,7 +218,9 @@ func TestRunAgainKeepsTheTerm(t *testing.T) {
 		<-ctx.Done()
 		return ctx.Err()
 	}
-	opts := append(cb.options(), leaderjob.WithPolicy(leaderjob.RunAgain), leaderjob.WithBackoff(time.Millisecond, time.Millisecond))
+	var backoffs []error
+	opts := append(cb.options(), leaderjob.WithPolicy(leaderjob.RunAgain), leaderjob.WithBackoff(time.Millisecond, time.Millisecond),
+		leaderjob.WithOnBackoff(func(_ time.Duration, err error) { backoffs = append(backoffs, err) }))
 	rn := start(t, newRunner(t, cli, testutil.Prefix(t), job, opts...))
 	select {
 	case <-running:
@@ -217,6 +229,9 @@ func TestRunAgainKeepsTheTerm(t *testing.T) {
 	}
 	if err := rn.stop(t); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Run: got %v, want context.Canceled", err)
+	}
+	if len(backoffs) != 1 || !errors.Is(backoffs[0], errBoom) {
+		t.Fatalf("backed off after %v, want once after the job's error", backoffs)
 	}
 	if len(tokens) != 3 || tokens[0] != tokens[1] || tokens[1] != tokens[2] {
 		t.Fatalf("tokens of the runs: %v, want three of the same term", tokens)

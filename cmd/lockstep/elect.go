@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"sync"
+	"time"
 
 	"github.com/lockstep-go/lockstep/election"
 	"github.com/lockstep-go/lockstep/leaderjob"
@@ -115,8 +118,19 @@ func runElect(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		case res.code == 0:
 			return nil
 		default:
-			fmt.Fprintf(stderr, "lockstep elect: CMD exited with %d\n", res.code)
-			return fmt.Errorf("exit code %d", res.code)
+			return cmdExited(res.code)
+		}
+	}
+	onBackoff := func(d time.Duration, err error) {
+		d = d.Round(time.Millisecond)
+		var code cmdExited
+		switch {
+		case !errors.As(err, &code):
+			fmt.Fprintf(stderr, "lockstep elect: %v; campaigning again in %v\n", err, d)
+		case policy == leaderjob.RunAgain:
+			fmt.Fprintf(stderr, "lockstep elect: CMD exited with %d; still leader, running it again in %v\n", code, d)
+		default:
+			fmt.Fprintf(stderr, "lockstep elect: CMD exited with %d; resigned, campaigning again in %v\n", code, d)
 		}
 	}
 	onNewLeader := func(l election.Leader) {
@@ -128,7 +142,8 @@ func runElect(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		leaderjob.WithIdentity(*id),
 		leaderjob.WithTTL(conn.ttl),
 		leaderjob.WithPolicy(policy),
-		leaderjob.WithOnNewLeader(onNewLeader))
+		leaderjob.WithOnNewLeader(onNewLeader),
+		leaderjob.WithOnBackoff(onBackoff))
 	if err != nil {
 		return f.usageError(stderr, "%v", err)
 	}
@@ -144,3 +159,8 @@ func runElect(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return fail(ctx, stderr, f.name, err)
 	}
 }
+
+// cmdExited is the job's error when CMD exits with a code other than 0.
+type cmdExited int
+
+func (c cmdExited) Error() string { return "CMD exited with " + strconv.Itoa(int(c)) }

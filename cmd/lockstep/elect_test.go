@@ -89,6 +89,22 @@ func TestElectPolicies(t *testing.T) {
 		p.signal(syscall.SIGTERM)
 		p.wait(ctx)
 	})
+	// A failing CMD is not retried in silence: lockstep says what it does
+	// next, and when.
+	for _, tt := range []struct{ policy, want string }{
+		{"stop-when-done", "lockstep elect: CMD exited with 3; resigned, campaigning again in "},
+		{"recampaign", "lockstep elect: CMD exited with 3; resigned, campaigning again in "},
+		{"run-again", "lockstep elect: CMD exited with 3; still leader, running it again in "},
+	} {
+		t.Run(tt.policy+" says how it backs off", func(t *testing.T) {
+			p := start(t, "elect", testutil.Prefix(t), "--policy", tt.policy, "--", "sh", "-c", "exit 3")
+			if err := p.stderr.waitCount(ctx, tt.want, 2); err != nil {
+				t.Fatalf("stderr %q lacks %q twice", p.stderr, tt.want)
+			}
+			p.signal(syscall.SIGTERM)
+			p.wait(ctx)
+		})
+	}
 }
 
 // Without CMD, elect prints its variables when elected and leads until a
