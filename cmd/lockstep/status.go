@@ -16,15 +16,17 @@ import (
 
 const statusAbout = `
 Reads the keys under PREFIX (default: all of them) once and shows, for each
-lock, election, semaphore, queue and double barrier it recognises by its key
-layout, who holds, leads and waits, and how deep the queues are.
+lock, election, semaphore, queue, double barrier and gate it recognises by
+its key layout, who holds, leads and waits, and how deep the queues are.
 
 What it cannot tell:
   - who a holder is beyond its lease: lock and semaphore keys hold no name
     (an election's holds the candidate's --id);
   - a lock from an election whose candidates campaigned with empty values
     (the two share etcd's layout; such an election shows as a lock);
-  - a gate ('barrier hold'): it is any key; it shows under "other keys";
+  - a gate closed by 'etcdctl put' rather than 'barrier hold': a gate is
+    any key, recognised by the value lockstep writes; it shows under
+    "other keys";
   - anything that changed after the read: this is one snapshot.
 TTL is what is left of the holder's lease; a live holder renews it, a dead
 one's runs out.
@@ -32,6 +34,10 @@ one's runs out.
 
 // statusMaxLeases bounds the lease lookups, one round trip each.
 const statusMaxLeases = 200
+
+// statusMaxGateReads bounds the values read of keys that may be gates: they
+// could be any application's data, of any size.
+const statusMaxGateReads = 200
 
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	f := newFlags("status", "[flags] [PREFIX]", statusAbout)
@@ -81,10 +87,11 @@ const (
 	kindSemaphore
 	kindQueue
 	kindBarrier
+	kindGate
 )
 
 func (k groupKind) String() string {
-	return [...]string{"lock", "election", "semaphore", "queue", "barrier"}[k]
+	return [...]string{"lock", "election", "semaphore", "queue", "barrier", "gate"}[k]
 }
 
 // group is one recognised primitive: the keys under its name.
@@ -129,10 +136,16 @@ func readStatus(ctx context.Context, cli *clientv3.Client, prefix string, maxKey
 	}
 	shapes := map[string]shape{}
 	var full []string
+	gateReads := 0
 	for _, kv := range resp.Kvs {
 		key := string(kv.Key)
 		sh, ok := shapeOf(key)
 		switch {
+		case !ok && kv.Version == 1 && gateReads < statusMaxGateReads:
+			// A gate is any key, written once: its value tells.
+			gateReads++
+			shapes[key] = shape{kind: kindGate}
+			full = append(full, key)
 		case !ok:
 			st.other++
 		case sh.item:
@@ -149,8 +162,12 @@ func readStatus(ctx context.Context, cli *clientv3.Client, prefix string, maxKey
 	}
 	for _, kv := range kvs {
 		sh := shapes[string(kv.Key)]
-		if !sh.fits(kv) {
-			st.other++
+		if sh.kind == kindGate || !sh.fits(kv) {
+			if isGate(kv) {
+				add(kindGate, string(kv.Key), kv)
+			} else {
+				st.other++
+			}
 			continue
 		}
 		st.values[string(kv.Key)] = kv.Value
@@ -209,6 +226,17 @@ func shapeOf(key string) (shape, bool) {
 	return shape{}, false
 }
 
+// gateValueRe is the value barrier.Hold writes: its lease in hex, a dash,
+// a random nonce.
+var gateValueRe = regexp.MustCompile(`^([0-9a-f]+)-[0-9a-f]{16}$`)
+
+// isGate says whether kv is a gate that lockstep closed: written once,
+// with the value Hold writes, naming the key's own lease (0 for none).
+func isGate(kv *mvccpb.KeyValue) bool {
+	m := gateValueRe.FindSubmatch(kv.Value)
+	return kv.Version == 1 && m != nil && string(m[1]) == strconv.FormatInt(kv.Lease, 16)
+}
+
 // readKeys reads keys in full at rev, 100 to a transaction (etcd allows
 // 128 operations in one).
 func readKeys(ctx context.Context, cli *clientv3.Client, keys []string, rev int64) ([]*mvccpb.KeyValue, error) {
@@ -265,6 +293,8 @@ func (st *status) rows() []row {
 			rows = append(rows, st.queueRows(g)...)
 		case kindBarrier:
 			rows = append(rows, st.barrierRows(g)...)
+		case kindGate:
+			rows = append(rows, st.gateRows(g)...)
 		}
 	}
 	return rows
@@ -385,6 +415,19 @@ func (st *status) barrierRows(g *group) []row {
 	return rows
 }
 
+// gateRows: a closed gate; waiters block until it is released.
+func (st *status) gateRows(g *group) []row {
+	var rows []row
+	for _, kv := range g.kvs {
+		detail := "closed: 'barrier wait' blocks until it is released"
+		if kv.Lease == 0 {
+			detail = "closed, without a lease: it stays until 'barrier release'"
+		}
+		rows = append(rows, row{kind: "gate", name: g.name, role: "held", lease: kv.Lease, token: kv.CreateRevision, detail: detail})
+	}
+	return rows
+}
+
 func (st *status) print(w io.Writer) {
 	where := st.prefix
 	if where == "" {
@@ -393,7 +436,7 @@ func (st *status) print(w io.Writer) {
 	fmt.Fprintf(w, "etcd revision %d, %s\n\n", st.rev, where)
 	rows := st.rows()
 	if len(rows) == 0 {
-		fmt.Fprintln(w, "no locks, elections, semaphores, queues or barriers")
+		fmt.Fprintln(w, "no locks, elections, semaphores, queues, barriers or gates")
 	} else {
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "KIND\tNAME\tROLE\tLEASE\tTOKEN\tTTL\tDETAIL")
@@ -418,7 +461,7 @@ func (st *status) print(w io.Writer) {
 		tw.Flush()
 	}
 	if st.other > 0 {
-		fmt.Fprintf(w, "\n%s not recognised (gates, application data, ...)\n", plural(st.other, "other key"))
+		fmt.Fprintf(w, "\n%s not recognised (application data, gates closed by etcdctl, ...)\n", plural(st.other, "other key"))
 	}
 	if st.truncated {
 		fmt.Fprintln(w, "\nonly the first keys were read: narrow PREFIX or raise --max-keys")

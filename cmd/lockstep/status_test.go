@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
+
 	"github.com/lockstep-go/lockstep/internal/testutil"
 )
 
@@ -28,6 +30,8 @@ func TestStatusShowsWhoHoldsAndWaits(t *testing.T) {
 	}
 	start(t, "queue", "pop", q, "--", "sh", "-c", script).waitOut(ctx, "ready")
 	start(t, "barrier", "run", bar, "--count", "2", "--", "true")
+	gate := root + "/gates/deploy"
+	start(t, "barrier", "hold", gate, "--", "sh", "-c", script).waitOut(ctx, "ready")
 	for _, w := range []struct {
 		prefix string
 		n      int
@@ -41,6 +45,10 @@ func TestStatusShowsWhoHoldsAndWaits(t *testing.T) {
 	r := invoke(t, ctx, "status", root)
 	r.wantCode(t, exitOK)
 	_, holderLease := leaseOf(t, ctx, cli, lock)
+	gateKV, err := cli.Get(ctx, gate)
+	if err != nil || len(gateKV.Kvs) != 1 {
+		t.Fatalf("gate %s: %v, %v", gate, gateKV, err)
+	}
 	for _, want := range []string{
 		fmt.Sprintf(`lock +%s +holder +%x +\d+ +\d+s`, regexp.QuoteMeta(lock), int64(holderLease)),
 		`lock +` + regexp.QuoteMeta(lock) + ` +waiting .*#1 in line`,
@@ -50,6 +58,7 @@ func TestStatusShowsWhoHoldsAndWaits(t *testing.T) {
 		`queue +` + regexp.QuoteMeta(q) + ` +depth .*3 items, 1 being worked on`,
 		`queue +` + regexp.QuoteMeta(q) + ` +worker .*priority 0, attempt 1`,
 		`barrier +` + regexp.QuoteMeta(bar) + ` +entered .*waiting for a round \(count 2\)`,
+		fmt.Sprintf(`gate +%s +held +%x +%d +\d+s +closed`, regexp.QuoteMeta(gate), gateKV.Kvs[0].Lease, gateKV.Kvs[0].CreateRevision),
 		`1 other key not recognised`,
 	} {
 		if !regexp.MustCompile(want).MatchString(r.stdout) {
@@ -62,5 +71,28 @@ func TestStatusShowsWhoHoldsAndWaits(t *testing.T) {
 	empty := invoke(t, ctx, "status", testutil.Prefix(t))
 	if empty.code != exitOK || !strings.Contains(empty.stdout, "no locks, elections") {
 		t.Errorf("status of an empty prefix: exit code %d:\n%s", empty.code, empty.stdout)
+	}
+}
+
+// A gate is recognised by the value barrier.Hold writes, naming the key's
+// own lease, on a key written once.
+func TestIsGate(t *testing.T) {
+	for _, tt := range []struct {
+		value   string
+		lease   int64
+		version int64
+		want    bool
+	}{
+		{"7f3a-0123456789abcdef", 0x7f3a, 1, true},
+		{"0-0123456789abcdef", 0, 1, true},
+		{"7f3a-0123456789abcdef", 0x7f3b, 1, false}, // another lease's
+		{"7f3a-0123456789abcdef", 0x7f3a, 2, false}, // rewritten
+		{"", 0, 1, false},                           // etcdctl put NAME ""
+		{"7f3a-0123456789abcde", 0x7f3a, 1, false},
+	} {
+		kv := &mvccpb.KeyValue{Value: []byte(tt.value), Lease: tt.lease, Version: tt.version}
+		if got := isGate(kv); got != tt.want {
+			t.Errorf("isGate(value %q, lease %x, version %d) = %v, want %v", tt.value, tt.lease, tt.version, got, tt.want)
+		}
 	}
 }
