@@ -8,6 +8,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/lockstep-go/lockstep/internal/retry"
+	"github.com/lockstep-go/lockstep/internal/rpc"
 )
 
 // enter runs Enter: register, then either open the round (the count-th to
@@ -32,7 +33,7 @@ func (d *DoubleBarrier) enterOnce(ctx context.Context) (*round, error) {
 	// matters here: its deletion when the round closes could otherwise
 	// still reach this watch after Enter returned, while its cancel is on
 	// the way, and cost every participant an event per round.
-	w, err := arm(ctx, d.cli, d.s.Done(), d.keys.ready, clientv3.WithFilterDelete())
+	w, err := arm(ctx, d.cli, d.s, d.keys.ready, clientv3.WithFilterDelete())
 	if err != nil {
 		return nil, err
 	}
@@ -206,7 +207,7 @@ func (d *DoubleBarrier) awaitClose(ctx context.Context, snap *snapshot) error {
 	// Arriving while a round is open is the rare case: it gets its own
 	// watch for the ready key's deletion, and a read after that watch is
 	// registered, so that a close between snap and the watch is not missed.
-	w, err := arm(ctx, d.cli, d.s.Done(), d.keys.ready, clientv3.WithFilterPut())
+	w, err := arm(ctx, d.cli, d.s, d.keys.ready, clientv3.WithFilterPut())
 	if err != nil {
 		return err
 	}
@@ -231,8 +232,7 @@ func (d *DoubleBarrier) awaitClose(ctx context.Context, snap *snapshot) error {
 		// loop; that only delays noticing a death, which the lease TTL
 		// delays far more anyway.
 		t := alive[0]
-		tctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-		tw := d.cli.Watch(tctx, d.keys.party(t.id), clientv3.WithRev(snap.rev+1), clientv3.WithFilterPut())
+		tw, cancel := rpc.Watch(clientv3.WithRequireLeader(ctx), d.cli, d.s, d.keys.party(t.id), clientv3.WithRev(snap.rev+1), clientv3.WithFilterPut())
 		next, err := d.awaitCloseOrDeath(ctx, w, tw, snap.rev, r)
 		cancel()
 		if err != nil || next == nil {

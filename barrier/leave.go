@@ -60,7 +60,7 @@ func (d *DoubleBarrier) leaveOnce(ctx context.Context, r *round, marked *bool) e
 
 func (d *DoubleBarrier) leaveWatching(ctx context.Context, r *round, marked *bool) error {
 	key, end := d.keys.own(d.id)
-	w, err := arm(ctx, d.cli, d.s.Done(), key, clientv3.WithRange(end), clientv3.WithFilterPut())
+	w, err := arm(ctx, d.cli, d.s, key, clientv3.WithRange(end), clientv3.WithFilterPut())
 	if err != nil {
 		return err
 	}

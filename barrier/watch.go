@@ -6,6 +6,9 @@ import (
 	"fmt"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/lockstep-go/lockstep"
+	"github.com/lockstep-go/lockstep/internal/rpc"
 )
 
 // errResync says a watch ended or fell behind compaction: the caller must
@@ -25,12 +28,15 @@ type armed struct {
 }
 
 // arm watches key (with opts, e.g. a range end or a filter) and returns once
-// the server has registered the watch, or with errSession if done closes
-// first. The watch asks for a leader, so that a member cut off from the
-// others ends it instead of going quiet.
-func arm(ctx context.Context, cli *clientv3.Client, done <-chan struct{}, key string, opts ...clientv3.OpOption) (*armed, error) {
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	ch := cli.Watch(wctx, key, append(opts, clientv3.WithCreatedNotify())...)
+// the server has registered the watch, or with errSession if the session s
+// (nil: none) ends first. The watch asks for a leader, so that a member
+// cut off from the others ends it instead of going quiet.
+func arm(ctx context.Context, cli *clientv3.Client, s *lockstep.Session, key string, opts ...clientv3.OpOption) (*armed, error) {
+	var done <-chan struct{}
+	if s != nil {
+		done = s.Done()
+	}
+	ch, cancel := rpc.Watch(clientv3.WithRequireLeader(ctx), cli, s, key, append(opts, clientv3.WithCreatedNotify())...)
 	select {
 	case resp, ok := <-ch:
 		if ok && resp.Created && resp.Err() == nil {

@@ -96,6 +96,23 @@ func TestLockFailsWhenSessionDiesWhileWaiting(t *testing.T) {
 	}
 }
 
+// A waiter cut off from etcd just as it starts to watch the key ahead of
+// it still learns of its session's loss: clientv3's Watch does not return
+// until the server answers, so the watch must end with the session.
+func TestLockFailsWhenCutOffWhileStartingToWatch(t *testing.T) {
+	cli := testutil.Client(t)
+	ctx := testutil.Context(t, 60*time.Second)
+	prefix := testutil.Prefix(t)
+	holder := mustLock(t, ctx, newMutex(t, testutil.Session(t, cli), prefix))
+	defer holder.Unlock(ctx)
+
+	ws := testutil.Session(t, testutil.CutAtFirstWatch(t), lockstep.WithTTL(2*time.Second))
+	w := lockAsync(ctx, newMutex(t, ws, prefix))
+	if r := await(t, ctx, w); !errors.Is(r.err, lockstep.ErrSessionLost) {
+		t.Fatalf("Lock: got (%v, %v), want error %v", r.l, r.err, lockstep.ErrSessionLost)
+	}
+}
+
 // TestLockAfterRevokeJustBeforeHandoff revokes the waiter's lease and at
 // once unlocks the holder, so that the two deletes arrive together. Lock
 // must fail, or (if the predecessor's delete was processed before the

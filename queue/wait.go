@@ -150,9 +150,7 @@ func (d *dequeue) waitPred(ctx context.Context, v *view) (*view, error) {
 func (d *dequeue) waitHead(ctx context.Context, v *view) (*view, error) {
 	w := d.w
 	if w.watch == nil {
-		wctx, cancel := context.WithCancel(ctx)
-		w.watch = d.q.cli.Watch(wctx, d.q.claims, clientv3.WithRange(d.q.itemsEnd), clientv3.WithRev(v.rev+1))
-		w.stopWatch = cancel
+		w.watch, w.stopWatch = rpc.Watch(ctx, d.q.cli, d.q.s, d.q.claims, clientv3.WithRange(d.q.itemsEnd), clientv3.WithRev(v.rev+1))
 	}
 	w.watchedUpTo = max(w.watchedUpTo, v.rev)
 	for {

@@ -57,12 +57,12 @@ type watch struct {
 }
 
 func (t *ticket) watch(ctx context.Context, target string, first bool) *watch {
-	wctx, cancel := context.WithCancel(ctx)
 	opts := []clientv3.OpOption{clientv3.WithCreatedNotify()}
 	if first {
 		opts = append(opts, clientv3.WithPrefix(), clientv3.WithFilterPut())
 	}
-	return &watch{target: target, ch: t.m.s.Client().Watch(wctx, target, opts...), cancel: cancel}
+	ch, cancel := rpc.Watch(ctx, t.m.s.Client(), t.m.s, target, opts...)
+	return &watch{target: target, ch: ch, cancel: cancel}
 }
 
 func (w *watch) stop() {

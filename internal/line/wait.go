@@ -8,6 +8,7 @@ import (
 
 	"github.com/lockstep-go/lockstep/internal/own"
 	"github.com/lockstep-go/lockstep/internal/retry"
+	"github.com/lockstep-go/lockstep/internal/rpc"
 )
 
 // waitPred waits until the key ahead of ours in at is gone and returns our
@@ -38,11 +39,15 @@ import (
 // deletes of earlier incarnations of the predecessor's key or of ours.
 // Only deletes after the read count.
 func (l Line) waitPred(ctx context.Context, h *own.Handle, at Place) (Place, int64, error) {
+	// Both watches share one stream: they are ended together, with the
+	// session too (see rpc.Watch).
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	cli := l.S.Client()
-	pred := cli.Watch(wctx, string(at.Pred.Key), clientv3.WithCreatedNotify(), clientv3.WithFilterPut())
-	mine := cli.Watch(wctx, l.Key, clientv3.WithCreatedNotify(), clientv3.WithFilterPut())
+	pred, stopPred := rpc.Watch(wctx, cli, l.S, string(at.Pred.Key), clientv3.WithCreatedNotify(), clientv3.WithFilterPut())
+	defer stopPred()
+	mine, stopMine := rpc.Watch(wctx, cli, l.S, l.Key, clientv3.WithCreatedNotify(), clientv3.WithFilterPut())
+	defer stopMine()
 
 	var from int64 // both watches see every event after this revision
 	for _, ch := range []clientv3.WatchChan{pred, mine} {

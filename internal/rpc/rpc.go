@@ -209,3 +209,22 @@ func Gone(s *lockstep.Session, key string) error {
 	}
 	return fmt.Errorf("%w: key %s deleted", lockstep.ErrLost, key)
 }
+
+// Watch starts a watch that ends when ctx ends or, if s is not nil, when
+// the session ends, and returns it with the function that ends it, which
+// the caller must call. clientv3's Watch does not return until the watch
+// stream is open, which takes as long as etcd cannot be reached: a watch
+// whose ctx outlived the session would hold its caller past the session's
+// loss, however the caller selects on the channel afterwards.
+func Watch(ctx context.Context, cli *clientv3.Client, s *lockstep.Session, key string, opts ...clientv3.OpOption) (clientv3.WatchChan, context.CancelFunc) {
+	wctx, cancel := context.WithCancel(ctx)
+	stop := func() bool { return false }
+	if s != nil {
+		stop = context.AfterFunc(link.Context(s), cancel)
+	}
+	ch := cli.Watch(wctx, key, opts...)
+	return ch, func() {
+		stop()
+		cancel()
+	}
+}
