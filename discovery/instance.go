@@ -152,4 +152,34 @@ func decode(service, id, value string) (Instance, bool) {
 	return in, true
 }
 
+// ParseInstance reads an instance from one etcd key and its value, as
+// Watch does: the key is <prefix>/<service>/<id>, the value etcd naming's
+// JSON. It reports false for anything else. It sets Key; Revision and
+// Lease are left to the caller, who has the key's metadata.
+func ParseInstance(key string, value []byte) (Instance, bool) {
+	dir, id, ok := cutLast(key)
+	if !ok || id == "" {
+		return Instance{}, false
+	}
+	_, service, ok := cutLast(dir)
+	if !ok || service == "" {
+		return Instance{}, false
+	}
+	in, ok := decode(service, id, string(value))
+	if !ok {
+		return Instance{}, false
+	}
+	in.Key = key
+	return in, true
+}
+
+// cutLast splits s around its last '/'.
+func cutLast(s string) (before, after string, found bool) {
+	i := strings.LastIndexByte(s, '/')
+	if i < 0 {
+		return s, "", false
+	}
+	return s[:i], s[i+1:], true
+}
+
 func leaseID(l int64) clientv3.LeaseID { return clientv3.LeaseID(l) }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"path"
 	"regexp"
 	"slices"
 	"strconv"
@@ -12,12 +13,15 @@ import (
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/lockstep-go/lockstep/discovery"
 )
 
 const statusAbout = `
 Reads the keys under PREFIX (default: all of them) once and shows, for each
-lock, election, semaphore, queue, double barrier and gate it recognises by
-its key layout, who holds, leads and waits, and how deep the queues are.
+lock, election, semaphore, queue, double barrier, gate and service it
+recognises by its key layout, who holds, leads and waits, how deep the
+queues are, and which instances serve or drain.
 
 What it cannot tell:
   - who a holder is beyond its lease: lock and semaphore keys hold no name
@@ -35,9 +39,10 @@ one's runs out.
 // statusMaxLeases bounds the lease lookups, one round trip each.
 const statusMaxLeases = 200
 
-// statusMaxGateReads bounds the values read of keys that may be gates: they
-// could be any application's data, of any size.
-const statusMaxGateReads = 200
+// statusMaxValueReads bounds the values read of keys whose name says
+// nothing, to tell gates and service instances: they could be any
+// application's data, of any size.
+const statusMaxValueReads = 200
 
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	f := newFlags("status", "[flags] [PREFIX]", statusAbout)
@@ -88,10 +93,11 @@ const (
 	kindQueue
 	kindBarrier
 	kindGate
+	kindService
 )
 
 func (k groupKind) String() string {
-	return [...]string{"lock", "election", "semaphore", "queue", "barrier", "gate"}[k]
+	return [...]string{"lock", "election", "semaphore", "queue", "barrier", "gate", "service"}[k]
 }
 
 // group is one recognised primitive: the keys under its name.
@@ -111,6 +117,7 @@ type status struct {
 	ttl       map[int64]int64   // lease -> seconds left; -1 gone
 	values    map[string][]byte // key -> value, for groups whose values matter
 	items     map[string]int64  // queue item key -> version, for claims' attempts
+	instances map[string]discovery.Instance
 }
 
 func readStatus(ctx context.Context, cli *clientv3.Client, prefix string, maxKeys int64) (*status, error) {
@@ -122,7 +129,8 @@ func readStatus(ctx context.Context, cli *clientv3.Client, prefix string, maxKey
 		return nil, err
 	}
 	st := &status{prefix: prefix, rev: resp.Header.Revision, truncated: resp.More,
-		ttl: map[int64]int64{}, values: map[string][]byte{}, items: map[string]int64{}}
+		ttl: map[int64]int64{}, values: map[string][]byte{}, items: map[string]int64{},
+		instances: map[string]discovery.Instance{}}
 	byName := map[[2]string]*group{}
 	add := func(kind groupKind, name string, kv *mvccpb.KeyValue) {
 		k := [2]string{kind.String(), name}
@@ -136,14 +144,15 @@ func readStatus(ctx context.Context, cli *clientv3.Client, prefix string, maxKey
 	}
 	shapes := map[string]shape{}
 	var full []string
-	gateReads := 0
+	valueReads := 0
 	for _, kv := range resp.Kvs {
 		key := string(kv.Key)
 		sh, ok := shapeOf(key)
 		switch {
-		case !ok && kv.Version == 1 && gateReads < statusMaxGateReads:
-			// A gate is any key, written once: its value tells.
-			gateReads++
+		case !ok && (kv.Version == 1 || kv.Lease != 0) && valueReads < statusMaxValueReads:
+			// A gate is any key, written once; a service instance, a
+			// leased key (or one etcd naming wrote once): values tell.
+			valueReads++
 			shapes[key] = shape{kind: kindGate}
 			full = append(full, key)
 		case !ok:
@@ -165,6 +174,9 @@ func readStatus(ctx context.Context, cli *clientv3.Client, prefix string, maxKey
 		if sh.kind == kindGate || !sh.fits(kv) {
 			if isGate(kv) {
 				add(kindGate, string(kv.Key), kv)
+			} else if in, ok := discovery.ParseInstance(string(kv.Key), kv.Value); ok {
+				st.instances[string(kv.Key)] = in
+				add(kindService, path.Dir(string(kv.Key)), kv)
 			} else {
 				st.other++
 			}
@@ -295,6 +307,8 @@ func (st *status) rows() []row {
 			rows = append(rows, st.barrierRows(g)...)
 		case kindGate:
 			rows = append(rows, st.gateRows(g)...)
+		case kindService:
+			rows = append(rows, st.serviceRows(g)...)
 		}
 	}
 	return rows
@@ -428,6 +442,23 @@ func (st *status) gateRows(g *group) []row {
 	return rows
 }
 
+// serviceRows: each registered instance, serving or draining.
+func (st *status) serviceRows(g *group) []row {
+	var rows []row
+	for _, kv := range byCreateRevision(g.kvs) {
+		in := st.instances[string(kv.Key)]
+		detail := fmt.Sprintf("%s at %s, weight %d", in.ID, in.Addr, in.EffectiveWeight())
+		if in.Zone != "" {
+			detail += ", zone " + in.Zone
+		}
+		if in.Version != "" {
+			detail += ", version " + in.Version
+		}
+		rows = append(rows, row{kind: "service", name: g.name, role: string(in.Status), lease: kv.Lease, detail: detail})
+	}
+	return rows
+}
+
 func (st *status) print(w io.Writer) {
 	where := st.prefix
 	if where == "" {
@@ -436,7 +467,7 @@ func (st *status) print(w io.Writer) {
 	fmt.Fprintf(w, "etcd revision %d, %s\n\n", st.rev, where)
 	rows := st.rows()
 	if len(rows) == 0 {
-		fmt.Fprintln(w, "no locks, elections, semaphores, queues, barriers or gates")
+		fmt.Fprintln(w, "no locks, elections, semaphores, queues, barriers, gates or services")
 	} else {
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "KIND\tNAME\tROLE\tLEASE\tTOKEN\tTTL\tDETAIL")

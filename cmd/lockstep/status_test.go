@@ -32,6 +32,9 @@ func TestStatusShowsWhoHoldsAndWaits(t *testing.T) {
 	start(t, "barrier", "run", bar, "--count", "2", "--", "true")
 	gate := root + "/gates/deploy"
 	start(t, "barrier", "hold", gate, "--", "sh", "-c", script).waitOut(ctx, "ready")
+	svc := root + "/services"
+	start(t, "svc", "register", "--prefix", svc, "--id", "a1", "--weight", "3", "--zone", "z1",
+		"greeter", "127.0.0.1:50051", "--", "sh", "-c", script).waitOut(ctx, "ready")
 	for _, w := range []struct {
 		prefix string
 		n      int
@@ -59,6 +62,7 @@ func TestStatusShowsWhoHoldsAndWaits(t *testing.T) {
 		`queue +` + regexp.QuoteMeta(q) + ` +worker .*priority 0, attempt 1`,
 		`barrier +` + regexp.QuoteMeta(bar) + ` +entered .*waiting for a round \(count 2\)`,
 		fmt.Sprintf(`gate +%s +held +%x +%d +\d+s +closed`, regexp.QuoteMeta(gate), gateKV.Kvs[0].Lease, gateKV.Kvs[0].CreateRevision),
+		`service +` + regexp.QuoteMeta(svc+"/greeter") + ` +serving +[0-9a-f]+ +- +\d+s +a1 at 127.0.0.1:50051, weight 3, zone z1`,
 		`1 other key not recognised`,
 	} {
 		if !regexp.MustCompile(want).MatchString(r.stdout) {
