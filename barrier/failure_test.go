@@ -1,9 +1,15 @@
 package barrier_test
 
 import (
+	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/lockstep-go/lockstep"
 	"github.com/lockstep-go/lockstep/barrier"
@@ -134,4 +140,58 @@ func TestDoubleBarrierOrphanedRound(t *testing.T) {
 	if ks := keysUnder(t, ctx, cli, prefix); len(ks) != 0 {
 		t.Fatalf("keys left: %v", ks)
 	}
+}
+
+// A participant cut off from etcd just as it starts to watch for the
+// round's opening still learns of its session's loss: clientv3's Watch does
+// not return until the server answers, so the watch must end with the
+// session.
+func TestDoubleBarrierEnterFailsWhenCutOffWhileStartingToWatch(t *testing.T) {
+	ctx := testutil.Context(t, 60*time.Second)
+	d, err := barrier.NewDouble(testutil.Session(t, testutil.CutAtFirstWatch(t), shortTTL), testutil.Prefix(t), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := receive(t, ctx, goCall(func() error { return d.Enter(ctx) }), "Enter"); !errors.Is(err, lockstep.ErrSessionLost) {
+		t.Fatalf("Enter: got %v, want ErrSessionLost", err)
+	}
+}
+
+// Leave too learns of its session's loss when cut off just as it starts to
+// watch for the round's close: both parties entered, the cut one leaves
+// first. Only the watch stream of Leave's ctx is cut, so Enter goes through.
+func TestDoubleBarrierLeaveFailsWhenCutOffWhileStartingToWatch(t *testing.T) {
+	ctx := testutil.Context(t, 60*time.Second)
+	cli := testutil.Client(t)
+	prefix := testutil.Prefix(t)
+	cut, leaveCtx := cutAtWatchUnder(t, ctx)
+	leaver, err := barrier.NewDouble(testutil.Session(t, cut, shortTTL), prefix, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds := append(participants(t, cli, prefix, 1, 2), leaver)
+	noErrors(t, "Enter", all(ds, func(d *barrier.DoubleBarrier) error { return d.Enter(ctx) }))
+	if err := receive(t, ctx, goCall(func() error { return leaver.Leave(leaveCtx) }), "Leave"); !errors.Is(err, lockstep.ErrSessionLost) {
+		t.Fatalf("Leave: got %v, want ErrSessionLost", err)
+	}
+}
+
+// cutAtWatchUnder returns a client of the shared server whose network
+// silently fails (a blackhole) the moment it opens a watch stream for a
+// call made under the returned ctx, derived from ctx. clientv3 gives
+// watches whose ctxs carry other metadata a stream of their own, so calls
+// made under other ctxs, and their watches, go through until then.
+func cutAtWatchUnder(t *testing.T, ctx context.Context) (*clientv3.Client, context.Context) {
+	t.Helper()
+	const mark = "lockstep-test-cut"
+	cfg, p := testutil.ProxiedConfig(t)
+	var once sync.Once
+	cfg.DialOptions = append(cfg.DialOptions, grpc.WithStreamInterceptor(
+		func(sctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+			if md, _ := metadata.FromOutgoingContext(sctx); method == "/etcdserverpb.Watch/Watch" && len(md.Get(mark)) > 0 {
+				once.Do(p.Blackhole)
+			}
+			return streamer(sctx, desc, cc, method, opts...)
+		}))
+	return testutil.ClientWith(t, cfg), metadata.AppendToOutgoingContext(ctx, mark, "1")
 }

@@ -95,6 +95,23 @@ func TestProclaimAfterRevokeIsSessionLost(t *testing.T) {
 	}
 }
 
+// A candidate cut off from etcd just as it starts to watch the one ahead
+// of it still learns of its session's loss: clientv3's Watch does not
+// return until the server answers, so the watch must end with the session.
+func TestCampaignFailsWhenCutOffWhileStartingToWatch(t *testing.T) {
+	ctx := testutil.Context(t, 60*time.Second)
+	cli := testutil.Client(t)
+	prefix := testutil.Prefix(t)
+	leader := campaign(t, ctx, newElection(t, cli, prefix), "leader")
+	defer leader.Resign(ctx)
+
+	cut := newElection(t, testutil.CutAtFirstWatch(t), prefix, lockstep.WithTTL(2*time.Second))
+	w := campaignAsync(ctx, cut, "waiter")
+	if r := await(t, ctx, w); !errors.Is(r.err, lockstep.ErrSessionLost) {
+		t.Fatalf("Campaign: got (%v, %v), want error %v", r.term, r.err, lockstep.ErrSessionLost)
+	}
+}
+
 // A waiting candidate keeps its place through an outage of its member
 // that outlasts the client's own retries.
 func TestWaitingCandidateRidesOutAnOutage(t *testing.T) {

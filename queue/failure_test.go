@@ -31,6 +31,19 @@ func TestDequeueEndsWithItsSession(t *testing.T) {
 	}
 }
 
+// A consumer cut off from etcd just as it starts to watch the empty queue
+// (alone, it is first in line: it watches claims and items) still learns
+// of its session's loss: clientv3's Watch does not return until the server
+// answers, so the watch must end with the session.
+func TestDequeueFailsWhenCutOffWhileStartingToWatch(t *testing.T) {
+	ctx := testutil.Context(t, 60*time.Second)
+	s := testutil.Session(t, testutil.CutAtFirstWatch(t), lockstep.WithTTL(2*time.Second))
+	w := dequeueAsync(ctx, newQueue(t, s, testutil.Prefix(t)))
+	if r := await(t, ctx, w); !errors.Is(r.err, lockstep.ErrSessionLost) {
+		t.Fatalf("Dequeue: got (%v, %v), want error %v", r.it, r.err, lockstep.ErrSessionLost)
+	}
+}
+
 // A consumer that gives up waiting while its client is cut off cannot
 // delete its place in the waiting line, and its session lives on. Once the
 // network is back the place must go, or the consumers behind it sleep

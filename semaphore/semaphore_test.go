@@ -354,6 +354,29 @@ func TestSessionEndsWhileWaiting(t *testing.T) {
 	release(t, ctx, holder)
 }
 
+// A waiter cut off from etcd just as it starts to watch the holders still
+// learns of its session's loss: clientv3's Watch does not return until the
+// server answers, so the watch must end with the session.
+func TestAcquireFailsWhenCutOffWhileStartingToWatch(t *testing.T) {
+	cli := testutil.Client(t)
+	ctx := testutil.Context(t, 60*time.Second)
+	prefix := testutil.Prefix(t)
+	holder := acquire(t, ctx, newSem(t, testutil.Session(t, cli), prefix, 1))
+	defer holder.Release(ctx)
+
+	ws := testutil.Session(t, testutil.CutAtFirstWatch(t), lockstep.WithTTL(2*time.Second))
+	out := make(chan grant, 1)
+	startWaiter(ctx, newSem(t, ws, prefix, 1), 0, out)
+	select {
+	case g := <-out:
+		if !errors.Is(g.err, lockstep.ErrSessionLost) {
+			t.Fatalf("Acquire: got (%v, %v), want error %v", g.p, g.err, lockstep.ErrSessionLost)
+		}
+	case <-ctx.Done():
+		t.Fatal("Acquire did not return after its session was lost")
+	}
+}
+
 // TestWaiterKeyDeleted: an operator deletes a waiter's key. The waiter
 // learns it lost its place; the one behind it moves up.
 func TestWaiterKeyDeleted(t *testing.T) {
