@@ -46,6 +46,9 @@ func arm(ctx context.Context, cli *clientv3.Client, s *lockstep.Session, key str
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
+		if s != nil && s.Err() != nil {
+			return nil, errSession // the watch ended with the session
+		}
 		if !ok {
 			return nil, errResync
 		}

@@ -7,6 +7,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/lockstep-go/lockstep"
+	"github.com/lockstep-go/lockstep/internal/ctxs"
 	"github.com/lockstep-go/lockstep/internal/keys"
 	"github.com/lockstep-go/lockstep/internal/line"
 	"github.com/lockstep-go/lockstep/internal/own"
@@ -109,8 +110,12 @@ func (e *Election) Campaign(ctx context.Context, value string) (*Term, error) {
 func (e *Election) ledWhenGone(ctx context.Context, f line.Followed) bool {
 	cli := e.s.Client()
 	if f.GoneAt == 0 {
+		// A watch outlives its ctx's owner only as long as ctx: bound it
+		// by the session, as every wait of a session is.
+		wctx, stop := ctxs.EndWith(ctx, e.s.Done(), nil)
+		defer stop()
 		var err error
-		if f.GoneAt, err = waitfor.GoneAt(ctx, cli, string(f.KV.Key), f.KV.CreateRevision, f.SeenAt+1); err != nil || f.GoneAt == 0 {
+		if f.GoneAt, err = waitfor.GoneAt(wctx, cli, string(f.KV.Key), f.KV.CreateRevision, f.SeenAt+1); err != nil || f.GoneAt == 0 {
 			return false
 		}
 	}
