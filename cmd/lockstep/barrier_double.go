@@ -69,7 +69,7 @@ example: 4 workers go through batch after batch together
 	}, d.conn.env()...)
 	res := child{args: cmd, env: env, stdout: stdout, stderr: stderr, grace: hf.grace}.run(ctx, s.Done())
 	if res.err != nil {
-		fmt.Fprintf(stderr, "lockstep barrier run: %v\n", res.err)
+		fmt.Fprintf(stderr, "lockstep barrier run: %s\n", errText(res.err))
 	}
 	if res.stopped {
 		fmt.Fprintf(stderr, "lockstep barrier run: session lost while CMD ran: %v (CMD exit code %d)\n", s.Err(), res.code)
@@ -79,7 +79,7 @@ example: 4 workers go through batch after batch together
 	// a signal ctx has ended and Leave returns at once: the others count
 	// this participant as having left.
 	if err := db.Leave(ctx); err != nil && ctx.Err() == nil {
-		fmt.Fprintf(stderr, "lockstep barrier run: leave: %v\n", err)
+		fmt.Fprintf(stderr, "lockstep barrier run: leave: %s\n", errText(err))
 		if s.Err() != nil {
 			return exitLost
 		}

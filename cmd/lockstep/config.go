@@ -135,7 +135,7 @@ example:
 	defer cli.Close()
 	rev, err := config.Put(ctx, cli, pos[0], value, opts...)
 	if errors.Is(err, config.ErrConflict) {
-		fmt.Fprintf(stderr, "lockstep config put: %v\n", err)
+		fmt.Fprintf(stderr, "lockstep config put: %s\n", errText(err))
 		return exitBusy
 	}
 	if err != nil {
@@ -191,7 +191,7 @@ example:
 		}
 	}
 	opts := []config.Option[string]{config.WithOnReject[string](func(r config.Rejection) {
-		fmt.Fprintf(stderr, "lockstep config watch: rejected revision %d: %v\n", r.Revision, r.Err)
+		fmt.Fprintf(stderr, "lockstep config watch: rejected revision %d: %s\n", r.Revision, errText(r.Err))
 	})}
 	if len(cmd) > 0 {
 		opts = append(opts, config.WithValidate(func(v string) error { return runValidator(ctx, cmd, v) }))
@@ -311,7 +311,7 @@ exits 75; a REVISION etcd has compacted away is an error (exit 1).
 	defer cli.Close()
 	wrote, err := config.Rollback(ctx, cli, pos[0], rev)
 	if errors.Is(err, config.ErrConflict) {
-		fmt.Fprintf(stderr, "lockstep config rollback: %v\n", err)
+		fmt.Fprintf(stderr, "lockstep config rollback: %s\n", errText(err))
 		return exitBusy
 	}
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -56,23 +57,45 @@ func (c *connFlags) endpointList() []string {
 }
 
 // client connects to etcd and checks that it answers, so that a wrong
-// endpoint is an error now rather than a hang later.
+// endpoint is an error now rather than a hang later. When every endpoint
+// refuses the connection or names a host that does not resolve, it says so
+// at once instead of waiting out --dial-timeout.
 func (c *connFlags) client(ctx context.Context) (*clientv3.Client, error) {
+	eps := c.endpointList()
 	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   c.endpointList(),
+		Endpoints:   eps,
 		DialTimeout: c.dialTimeout,
 		Logger:      zap.NewNop(),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("connect to %v: %w", c.endpointList(), err)
+		return nil, fmt.Errorf("connect to %v: %w", eps, err)
 	}
 	pctx, cancel := context.WithTimeout(ctx, c.dialTimeout)
 	defer cancel()
-	if _, err := cli.Get(pctx, "health", clientv3.WithCountOnly()); err != nil {
+	var (
+		final error
+		wg    sync.WaitGroup
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if final = unreachable(pctx, eps); final != nil {
+			cancel()
+		}
+	}()
+	_, err = cli.Get(pctx, "health", clientv3.WithCountOnly())
+	cancel()
+	wg.Wait()
+	switch {
+	case err == nil:
+		return cli, nil
+	case final != nil:
 		cli.Close()
-		return nil, fmt.Errorf("etcd at %v does not answer: %w", c.endpointList(), err)
+		return nil, fmt.Errorf("cannot reach etcd: %w", final)
+	default:
+		cli.Close()
+		return nil, fmt.Errorf("etcd at %v does not answer within %v: %w", eps, c.dialTimeout, err)
 	}
-	return cli, nil
 }
 
 // session connects and opens a session with the --ttl flag. Close the

@@ -99,7 +99,7 @@ func runElect(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			if ctx.Err() != nil {
 				setFinal(childResult{code: exitOK}) // a signal ends a lead held without CMD: resign
 			} else {
-				fmt.Fprintf(stderr, "lockstep elect: leadership of %s lost: %v; campaigning again\n", name, t.Err())
+				fmt.Fprintf(stderr, "lockstep elect: leadership of %s lost: %s; campaigning again\n", name, errText(t.Err()))
 			}
 			return jctx.Err()
 		}
@@ -107,7 +107,7 @@ func runElect(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		switch {
 		case res.err != nil || ctx.Err() != nil:
 			if res.err != nil {
-				fmt.Fprintf(stderr, "lockstep elect: %v\n", res.err)
+				fmt.Fprintf(stderr, "lockstep elect: %s\n", errText(res.err))
 			}
 			setFinal(res)
 			stop()
@@ -126,7 +126,7 @@ func runElect(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		var code cmdExited
 		switch {
 		case !errors.As(err, &code):
-			fmt.Fprintf(stderr, "lockstep elect: %v; campaigning again in %v\n", err, d)
+			fmt.Fprintf(stderr, "lockstep elect: %s; campaigning again in %v\n", errText(err), d)
 		case policy == leaderjob.RunAgain:
 			fmt.Fprintf(stderr, "lockstep elect: CMD exited with %d; still leader, running it again in %v\n", code, d)
 		default:

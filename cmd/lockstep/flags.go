@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 
@@ -52,15 +53,18 @@ func (f *cmdFlags) parse(args []string, stdout, stderr io.Writer) (pos, cmd []st
 			cmd = []string{}
 		}
 	}
-	f.SetOutput(stderr)
+	f.SetOutput(io.Discard) // its errors are printed below, with the command's name
 	for {
 		err := f.Parse(args)
 		if errors.Is(err, flag.ErrHelp) {
 			f.help(stdout)
 			return nil, nil, exitOK, false
 		}
+		if err == nil && f.NArg() == 0 {
+			err = f.checkDurations()
+		}
 		if err != nil {
-			fmt.Fprintf(stderr, "run 'lockstep %s --help' for usage\n", f.name)
+			fmt.Fprintf(stderr, "lockstep %s: %v\nrun 'lockstep %s --help' for usage\n", f.name, err, f.name)
 			return nil, nil, exitUsage, false
 		}
 		if f.NArg() == 0 {
@@ -71,11 +75,45 @@ func (f *cmdFlags) parse(args []string, stdout, stderr io.Writer) (pos, cmd []st
 	}
 }
 
+// checkDurations refuses a negative duration in any flag: no wait, TTL or
+// grace period can be negative, and none means "forever".
+func (f *cmdFlags) checkDurations() error {
+	var err error
+	f.Visit(func(fl *flag.Flag) {
+		if g, ok := fl.Value.(flag.Getter); ok {
+			if d, ok := g.Get().(time.Duration); ok && d < 0 && err == nil {
+				err = fmt.Errorf("--%s %v: must not be negative", fl.Name, d)
+			}
+		}
+	})
+	return err
+}
+
 // usageError reports a bad invocation and returns exitUsage.
 func (f *cmdFlags) usageError(stderr io.Writer, format string, args ...any) int {
-	fmt.Fprintf(stderr, "lockstep %s: %s\nusage: lockstep %s %s\n", f.name, fmt.Sprintf(format, args...), f.name, f.synopsis)
+	fmt.Fprintf(stderr, "lockstep %s: %s\nusage: lockstep %s %s\n", f.name, cleanPrefixes(fmt.Sprintf(format, args...)), f.name, f.synopsis)
 	return exitUsage
 }
+
+// pkgPrefix is the package name that lockstep's errors start with, at the
+// start of a message or of a part wrapped in it.
+var pkgPrefix = regexp.MustCompile(`(^|: )(?:lockstep|leaderjob|mutex|semaphore|election|barrier|queue|config|cache|discovery): `)
+
+// cleanPrefixes drops the package names from an error's text: the command
+// prints one prefix, its own ("lockstep lock: invalid session ttl", not
+// "lockstep lock: lockstep: invalid session ttl").
+func cleanPrefixes(msg string) string {
+	for {
+		next := pkgPrefix.ReplaceAllString(msg, "$1")
+		if next == msg {
+			return msg
+		}
+		msg = next
+	}
+}
+
+// errText is err's text as a command prints it, after its own prefix.
+func errText(err error) string { return cleanPrefixes(err.Error()) }
 
 func indexOf(args []string, s string) int {
 	for i, a := range args {
@@ -110,10 +148,10 @@ func (w *waitFlags) timedOut(ctx context.Context, err error) bool {
 // signal N interrupted it, exitError otherwise.
 func fail(ctx context.Context, stderr io.Writer, name string, err error) int {
 	if sig, ok := signalOf(ctx); ok {
-		fmt.Fprintf(stderr, "lockstep %s: interrupted by %v\n", name, sig)
+		fmt.Fprintf(stderr, "lockstep %s: interrupted by %s\n", name, signalName(sig))
 		return 128 + int(sig)
 	}
-	fmt.Fprintf(stderr, "lockstep %s: %v\n", name, err)
+	fmt.Fprintf(stderr, "lockstep %s: %s\n", name, errText(err))
 	if errors.Is(err, lockstep.ErrInvalidTTL) {
 		return exitUsage
 	}

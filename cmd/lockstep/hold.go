@@ -49,18 +49,18 @@ func (h holding) run(ctx context.Context, cmd []string, grace time.Duration, std
 		select {
 		case <-ctx.Done():
 			if err := h.releaseNow(); err != nil {
-				fmt.Fprintf(stderr, "lockstep %s: release %s: %v\n", h.cmd, h.what, err)
+				fmt.Fprintf(stderr, "lockstep %s: release %s: %s\n", h.cmd, h.what, errText(err))
 			}
 			return exitOK
 		case <-h.own.Done():
-			fmt.Fprintf(stderr, "lockstep %s: %s lost: %v\n", h.cmd, h.what, h.own.Err())
+			fmt.Fprintf(stderr, "lockstep %s: %s lost: %s\n", h.cmd, h.what, errText(h.own.Err()))
 			return exitLost
 		}
 	}
 
 	res := child{args: cmd, env: h.env, stdout: stdout, stderr: stderr, grace: grace}.run(ctx, h.own.Done())
 	if res.err != nil {
-		fmt.Fprintf(stderr, "lockstep %s: %v\n", h.cmd, res.err)
+		fmt.Fprintf(stderr, "lockstep %s: %s\n", h.cmd, errText(res.err))
 		return res.code
 	}
 	// A loss noticed only after CMD exited may still have happened while
@@ -70,7 +70,7 @@ func (h holding) run(ctx context.Context, cmd []string, grace time.Duration, std
 		return exitLost
 	}
 	if err := h.releaseNow(); err != nil {
-		fmt.Fprintf(stderr, "lockstep %s: release %s: %v (the session's end releases it)\n", h.cmd, h.what, err)
+		fmt.Fprintf(stderr, "lockstep %s: release %s: %s (the session's end releases it)\n", h.cmd, h.what, errText(err))
 	}
 	return res.code
 }

@@ -118,7 +118,7 @@ func usage(w io.Writer) {
 // commands forward that signal and exit with 128 plus its number.
 type signalled struct{ sig syscall.Signal }
 
-func (s signalled) Error() string { return "received " + s.sig.String() }
+func (s signalled) Error() string { return "received " + signalName(s.sig) }
 
 // notifyContext returns a context cancelled, with a signalled cause, on the
 // first SIGINT or SIGTERM. A second one kills every command lockstep runs,
@@ -153,6 +153,18 @@ func notifyContext() (context.Context, func()) {
 		close(done)
 		cancel(nil)
 	}
+}
+
+// signalName is a signal's name as a shell user knows it: SIGTERM, not
+// "terminated".
+func signalName(sig syscall.Signal) string {
+	switch sig {
+	case syscall.SIGINT:
+		return "SIGINT"
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	}
+	return fmt.Sprintf("signal %d", int(sig))
 }
 
 // signalOf returns the signal that cancelled ctx, if one did.

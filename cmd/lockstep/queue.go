@@ -181,7 +181,7 @@ examples:
 	env = append(env, conn.env()...)
 	res := child{args: cmd, env: env, stdin: strings.NewReader(it.Value()), stdout: stdout, stderr: stderr, grace: hf.grace}.run(ctx, it.Done())
 	if res.err != nil {
-		fmt.Fprintf(stderr, "lockstep queue pop: %v\n", res.err)
+		fmt.Fprintf(stderr, "lockstep queue pop: %s\n", errText(res.err))
 	}
 	if res.stopped {
 		fmt.Fprintf(stderr, "lockstep queue pop: claim lost while CMD ran: %v (CMD exit code %d); the item will be delivered again\n", it.Err(), res.code)
@@ -232,9 +232,9 @@ func finish(op func(context.Context) error, name string, stderr io.Writer) error
 	defer cancel()
 	err := op(ctx)
 	if errors.Is(err, queue.ErrClaimLost) {
-		fmt.Fprintf(stderr, "lockstep %s: %v; the item will be delivered again\n", name, err)
+		fmt.Fprintf(stderr, "lockstep %s: %s; the item will be delivered again\n", name, errText(err))
 	} else if err != nil {
-		fmt.Fprintf(stderr, "lockstep %s: %v\n", name, err)
+		fmt.Fprintf(stderr, "lockstep %s: %s\n", name, errText(err))
 	}
 	return err
 }

@@ -47,7 +47,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	srv, err := embedded.Start(startCtx, opts...)
 	cancel()
 	if err != nil {
-		fmt.Fprintf(stderr, "lockstep serve: %v\n", err)
+		fmt.Fprintf(stderr, "lockstep serve: %s\n", errText(err))
 		if errors.Is(err, embedded.ErrInvalidOption) {
 			return exitUsage
 		}

@@ -94,7 +94,7 @@ func runSvcRegister(ctx context.Context, args []string, stdout, stderr io.Writer
 		if e.Registered {
 			fmt.Fprintf(stderr, "lockstep svc register: %s registered at %s (lease %x)\n", name, in.Addr, int64(e.Lease))
 		} else {
-			fmt.Fprintf(stderr, "lockstep svc register: %s registration lost: %v; registering again\n", name, e.Err)
+			fmt.Fprintf(stderr, "lockstep svc register: %s registration lost: %s; registering again\n", name, errText(e.Err))
 		}
 	}
 	rctx, cancel := wait.context(ctx)
@@ -105,7 +105,7 @@ func runSvcRegister(ctx context.Context, args []string, stdout, stderr io.Writer
 	case svcInputError(err):
 		return f.usageError(stderr, "%v", err)
 	case wait.timedOut(ctx, err):
-		fmt.Fprintf(stderr, "lockstep svc register: %s not registered after %v: %v\n", name, wait.timeout, err)
+		fmt.Fprintf(stderr, "lockstep svc register: %s not registered after %v: %s\n", name, wait.timeout, errText(err))
 		return exitBusy
 	case err != nil:
 		return fail(ctx, stderr, f.name, err)
@@ -134,7 +134,7 @@ func runSvcRegister(ctx context.Context, args []string, stdout, stderr io.Writer
 		return res.code
 	}
 	if res.err != nil {
-		fmt.Fprintf(stderr, "lockstep svc register: %v\n", res.err)
+		fmt.Fprintf(stderr, "lockstep svc register: %s\n", errText(res.err))
 		// Nothing ever served at ADDR: no drain, no grace.
 		deregisterNow(reg, name, stderr)
 		return res.code
@@ -197,7 +197,7 @@ func deregister(ctx context.Context, reg *discovery.Registration, name string, s
 		ctx = context.WithoutCancel(ctx)
 	}
 	if err := reg.Close(ctx); err != nil {
-		fmt.Fprintf(stderr, "lockstep svc register: %s deregistered without the full drain: %v\n", name, err)
+		fmt.Fprintf(stderr, "lockstep svc register: %s deregistered without the full drain: %s\n", name, errText(err))
 		return
 	}
 	fmt.Fprintf(stderr, "lockstep svc register: %s deregistered\n", name)

@@ -377,7 +377,7 @@ func TestSvcBadInput(t *testing.T) {
 		{"meta without =", []string{"--meta", "novalue", "web", addr}, `invalid value "novalue" for flag -meta`},
 		{"meta with an empty key", []string{"--meta", "=v", "web", addr}, "non-empty key"},
 		{"meta key twice", []string{"--meta", "k=1", "--meta", "k=2", "web", addr}, `key "k" given twice`},
-		{"negative drain", []string{"--drain", "-1s", "web", addr}, "invalid option"},
+		{"negative drain", []string{"--drain", "-1s", "web", addr}, "--drain -1s: must not be negative"},
 		{"ttl under the minimum", []string{"--ttl", "1s", "web", addr}, "ttl"},
 		{"no ADDR", []string{"web"}, "want SERVICE and ADDR"},
 		{"nothing after --", []string{"web", addr, "--"}, "nothing to run"},

@@ -43,7 +43,7 @@ func TestUsage(t *testing.T) {
 		{"prefix ending in two slashes", []string{"lock", "/x//", "--", "true"}, exitUsage, nil, []string{"prefix"}},
 		{"ttl under the minimum", []string{"lock", "--ttl", "1s", "/x", "--", "true"}, exitUsage, nil, []string{"ttl"}},
 		{"etcd unreachable", []string{"lock", "--endpoints", "http://127.0.0.1:1", "--dial-timeout", "300ms", "/x", "--", "true"},
-			exitError, nil, []string{"does not answer"}},
+			exitError, nil, []string{"cannot reach etcd", "connection refused"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
