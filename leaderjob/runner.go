@@ -160,7 +160,7 @@ func (r *Runner) Run(ctx context.Context) error {
 			stuck  bool
 			jobErr error
 		)
-		out, jobErr, resigned, stuck = r.lead(ctx, t)
+		out, resigned, stuck, jobErr = r.lead(ctx, t)
 		if stuck || s.Err() != nil || errors.Is(t.Err(), lockstep.ErrSessionLost) {
 			// The resign did not get through, or the lease is gone (the
 			// term can know before the session does): closing the session
@@ -208,10 +208,10 @@ const (
 )
 
 // lead runs the job under t as the policy says, then resigns if t still
-// holds. It reports how the term ended, the last job's error, whether it
-// resigned, and whether a resign did not get through (the session then
-// deletes the key, unless it is closed first).
-func (r *Runner) lead(ctx context.Context, t *election.Term) (out outcome, jobErr error, resigned, stuck bool) {
+// holds. It reports how the term ended, whether it resigned, whether a
+// resign did not get through (the session then deletes the key, unless it
+// is closed first), and the last job's error.
+func (r *Runner) lead(ctx context.Context, t *election.Term) (out outcome, resigned, stuck bool, jobErr error) {
 	r.term.Store(t)
 	if r.o.onElected != nil {
 		r.o.onElected(t)
@@ -230,7 +230,7 @@ func (r *Runner) lead(ctx context.Context, t *election.Term) (out outcome, jobEr
 	if r.o.onStopped != nil {
 		r.o.onStopped(t, jobErr)
 	}
-	return out, jobErr, resigned, stuck
+	return out, resigned, stuck, jobErr
 }
 
 // work runs the job under t as the policy says, until a job's return or
