@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -93,7 +94,12 @@ func (c *connFlags) client(ctx context.Context) (*clientv3.Client, error) {
 		cli.Close()
 		return nil, fmt.Errorf("cannot reach etcd: %w", final)
 	default:
-		cli.Close()
+		// The wait ends with "context deadline exceeded"; gRPC knows why it
+		// could not connect (a TLS handshake that failed, say).
+		defer cli.Close()
+		if last := lastConnError(ctx, cli); last != "" && errors.Is(err, context.DeadlineExceeded) {
+			return nil, fmt.Errorf("etcd at %v does not answer within %v: %s", eps, c.dialTimeout, last)
+		}
 		return nil, fmt.Errorf("etcd at %v does not answer within %v: %w", eps, c.dialTimeout, err)
 	}
 }

@@ -107,3 +107,41 @@ func TestCleanPrefixes(t *testing.T) {
 		}
 	}
 }
+
+// An endpoint that accepts connections and is not etcd (here: closes them
+// at once) is not final, so the wait runs its course; the error then says
+// what gRPC saw instead of "context deadline exceeded".
+func TestDialTimeoutSaysWhy(t *testing.T) {
+	ctx := testutil.Context(t, 30*time.Second)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	r := invoke(t, ctx, "lock", "--endpoints", "http://"+ln.Addr().String(), "--dial-timeout", "2s", "/x", "--", "true")
+	r.wantCode(t, exitError, "lock")
+	if !strings.Contains(r.stderr, "does not answer within 2s") || strings.Contains(r.stderr, "context deadline exceeded") {
+		t.Errorf("stderr %q: want the cause, not the deadline", r.stderr)
+	}
+}
+
+// A zero --dial-timeout would give up before the first dial: a usage error.
+func TestZeroDialTimeout(t *testing.T) {
+	ctx := testutil.Context(t, 30*time.Second)
+	r := invoke(t, ctx, "lock", "--endpoints", "http://127.0.0.1:1", "--dial-timeout", "0s", "/x", "--", "true")
+	r.wantCode(t, exitUsage, "lock")
+	if !strings.Contains(r.stderr, "--dial-timeout 0s: must be positive") {
+		t.Errorf("stderr %q", r.stderr)
+	}
+}

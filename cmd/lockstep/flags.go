@@ -76,14 +76,21 @@ func (f *cmdFlags) parse(args []string, stdout, stderr io.Writer) (pos, cmd []st
 }
 
 // checkDurations refuses a negative duration in any flag: no wait, TTL or
-// grace period can be negative, and none means "forever".
+// grace period can be negative, and none means "forever". A zero
+// --dial-timeout would give up before the first dial.
 func (f *cmdFlags) checkDurations() error {
 	var err error
 	f.Visit(func(fl *flag.Flag) {
-		if g, ok := fl.Value.(flag.Getter); ok {
-			if d, ok := g.Get().(time.Duration); ok && d < 0 && err == nil {
-				err = fmt.Errorf("--%s %v: must not be negative", fl.Name, d)
-			}
+		g, ok := fl.Value.(flag.Getter)
+		if !ok || err != nil {
+			return
+		}
+		switch d, ok := g.Get().(time.Duration); {
+		case !ok:
+		case d < 0:
+			err = fmt.Errorf("--%s %v: must not be negative", fl.Name, d)
+		case d == 0 && fl.Name == "dial-timeout":
+			err = fmt.Errorf("--%s %v: must be positive", fl.Name, d)
 		}
 	})
 	return err

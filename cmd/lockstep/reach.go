@@ -6,9 +6,18 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
+	"time"
+
+	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	grpcstatus "google.golang.org/grpc/status"
 )
 
 // unreachable dials every endpoint once, at the same time, and reports an
@@ -76,4 +85,32 @@ func isFinal(err error) bool {
 	default:
 		return errors.Is(err, syscall.ECONNREFUSED)
 	}
+}
+
+// lastConnError is why gRPC failed to connect to etcd, when it failed (""
+// while it is still connecting, or connected): "transport: authentication
+// handshake failed: ...", "connection reset by peer". clientv3's calls wait
+// for a connection and end with the caller's deadline alone; a call that
+// does not wait fails at once, with the connection's last error, while the
+// connection is in TRANSIENT_FAILURE.
+func lastConnError(ctx context.Context, cli *clientv3.Client) string {
+	conn := cli.ActiveConnection()
+	if conn.GetState() != connectivity.TransientFailure {
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	_, err := pb.NewMaintenanceClient(conn).Status(ctx, &pb.StatusRequest{}, grpc.WaitForReady(false))
+	s, ok := grpcstatus.FromError(err)
+	if !ok || s.Code() != codes.Unavailable {
+		return ""
+	}
+	msg := s.Message()
+	// gRPC quotes the transport's text: connection error: desc = "...".
+	if q, found := strings.CutPrefix(msg, "connection error: desc = "); found {
+		if u, err := strconv.Unquote(q); err == nil {
+			msg = u
+		}
+	}
+	return msg
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"time"
@@ -11,29 +10,23 @@ import (
 	"github.com/lockstep-go/lockstep/embedded"
 )
 
+const serveAbout = `
+Runs a single etcd member in the foreground until Ctrl-C or SIGTERM.
+Point other lockstep commands at it with --endpoints or LOCKSTEP_ENDPOINTS.
+`
+
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("lockstep serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	dataDir := fs.String("data-dir", "", "keep etcd's data here across restarts (default: a temporary directory removed on exit)")
-	listen := fs.String("listen-client-url", "http://127.0.0.1:2379", "URL to serve clients on")
-	name := fs.String("name", "lockstep", "member name")
-	noFsync := fs.Bool("unsafe-no-fsync", false, "skip fsync: faster, and a machine crash can lose acknowledged writes")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: lockstep serve [flags]")
-		fmt.Fprintln(stderr, "\nRuns a single etcd member in the foreground until Ctrl-C or SIGTERM.")
-		fmt.Fprintln(stderr, "Point other lockstep commands at it with --endpoints or LOCKSTEP_ENDPOINTS.")
-		fmt.Fprintln(stderr, "\nflags:")
-		fs.PrintDefaults()
+	f := newFlags("serve", "[flags]", serveAbout)
+	dataDir := f.String("data-dir", "", "keep etcd's data here across restarts (default: a temporary directory removed on exit)")
+	listen := f.String("listen-client-url", "http://127.0.0.1:2379", "URL to serve clients on")
+	name := f.String("name", "lockstep", "member name")
+	noFsync := f.Bool("unsafe-no-fsync", false, "skip fsync: faster, and a machine crash can lose acknowledged writes")
+	pos, cmd, code, ok := f.parse(args, stdout, stderr)
+	if !ok {
+		return code
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "lockstep serve: unexpected arguments %q\n", fs.Args())
-		return exitUsage
+	if len(pos) > 0 || len(cmd) > 0 {
+		return f.usageError(stderr, "unexpected arguments %q", append(pos, cmd...))
 	}
 
 	opts := []embedded.Option{embedded.WithClientURL(*listen), embedded.WithName(*name)}

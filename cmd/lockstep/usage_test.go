@@ -31,7 +31,7 @@ func TestUsage(t *testing.T) {
 		{"queue pop help", []string{"queue", "pop", "--help"}, exitOK, []string{"LOCKSTEP_ATTEMPTS", "-timeout"}, nil},
 		{"status help", []string{"status", "--help"}, exitOK, []string{"cannot tell"}, nil},
 		{"demo help", []string{"demo", "--help"}, exitOK, []string{"usage: lockstep demo"}, nil},
-		{"serve help", []string{"serve", "--help"}, exitOK, nil, []string{"-data-dir"}},
+		{"serve help", []string{"serve", "--help"}, exitOK, []string{"usage: lockstep serve", "-data-dir"}, nil},
 		{"lock without name", []string{"lock"}, exitUsage, nil, []string{"want one NAME"}},
 		{"unknown flag", []string{"lock", "/x", "--bogus"}, exitUsage, nil, []string{"-bogus", "lockstep lock --help"}},
 		{"sem without limit", []string{"sem", "/x", "--", "true"}, exitUsage, nil, []string{"--limit"}},
