@@ -166,11 +166,23 @@ type Cleanup = link.Cleanup
 // answers or the session ends. c.Done runs once the cleanup is over. It
 // reports whether the cleanup is over when it returns.
 //
-// Without a session, or once it has ended, what cannot be done now is
-// dropped: the keys a session held go with its lease.
+// Without a session, what cannot be done now is dropped. A session's
+// cleanup removes only what is under its lease, which goes with the lease:
+// once the session has ended, Sweep neither starts the cleanup nor waits
+// for one in flight (cut off from etcd, that wait would hold the caller
+// for CleanupTimeout past the session's loss).
 func Sweep(ctx context.Context, cli *clientv3.Client, s *lockstep.Session, c Cleanup) bool {
+	if s != nil && s.Err() != nil {
+		if c.Done != nil {
+			c.Done()
+		}
+		return true
+	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), retry.CleanupTimeout)
 	defer cancel()
+	if s != nil {
+		defer context.AfterFunc(link.Context(s), cancel)()
+	}
 	res, err := Commit(cctx, cli, nil, Txn{If: c.If, Then: c.Then, Else: c.Else})
 	over := true
 	if err == nil && c.Next != nil {
