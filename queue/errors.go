@@ -10,14 +10,14 @@ import "errors"
 var (
 	// ErrTooLarge is returned by Enqueue, before anything is written, for a
 	// value that would make a request larger than the server accepts (see
-	// WithMaxRequestBytes and Queue.MaxValueSize).
+	// WithMaxRequestBytes and Producer.MaxValueSize).
 	ErrTooLarge = errors.New("queue: value too large")
 
 	// ErrInvalidPriority is returned by Enqueue, before anything is written,
 	// for a priority outside [MinPriority, MaxPriority].
 	ErrInvalidPriority = errors.New("queue: invalid priority")
 
-	// ErrInvalidOption is returned by New for an option with a value it
+	// ErrInvalidOption is returned by New and NewProducer for an option with a value it
 	// cannot use (a dead-letter limit under 1, a request limit too small to
 	// hold a key).
 	ErrInvalidOption = errors.New("queue: invalid option")

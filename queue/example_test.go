@@ -179,3 +179,32 @@ func ExampleWithDeadLetter() {
 	// left in queue: 0
 	// dead letter: malformed job
 }
+
+// A process that only adds work needs a client, not a session: nothing it
+// writes is under a lease.
+func ExampleNewProducer() {
+	ctx := context.Background()
+	cli, stop := startEtcd(ctx)
+	defer stop()
+
+	p, err := queue.NewProducer(cli, "/queue/mail")
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, mail := range []string{"invoice 41", "invoice 42"} {
+		if _, err := p.Enqueue(ctx, mail); err != nil {
+			log.Fatal(err)
+		}
+	}
+	n, err := p.Len(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	leases, err := cli.Leases(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("queued:", n, "leases:", len(leases.Leases))
+	// Output:
+	// queued: 2 leases: 0
+}

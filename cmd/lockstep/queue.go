@@ -41,7 +41,7 @@ example:
   lockstep queue push /queue/jobs "resize img-42" --priority -5
 `)
 	var conn connFlags
-	conn.registerSession(f)
+	conn.register(f)
 	prio := f.Int("priority", 0, "lower values are served first; negative values allowed")
 	pos, cmd, code, ok := f.parse(args, stdout, stderr)
 	if !ok {
@@ -59,12 +59,12 @@ example:
 		}
 		value = string(b)
 	}
-	q, done, code, ok := openQueue(ctx, f, &conn, name, stderr)
+	p, done, code, ok := openProducer(ctx, f, &conn, name, stderr)
 	if !ok {
 		return code
 	}
 	defer done()
-	id, err := q.Enqueue(ctx, value, queue.WithPriority(*prio))
+	id, err := p.Enqueue(ctx, value, queue.WithPriority(*prio))
 	if errors.Is(err, queue.ErrInvalidPriority) || errors.Is(err, queue.ErrTooLarge) {
 		return f.usageError(stderr, "%v", err)
 	}
@@ -81,7 +81,7 @@ Prints the number of items in the queue NAME that have not been acked,
 whether a consumer is working on them or not.
 `)
 	var conn connFlags
-	conn.registerSession(f)
+	conn.register(f)
 	pos, _, code, ok := f.parse(args, stdout, stderr)
 	if !ok {
 		return code
@@ -89,12 +89,12 @@ whether a consumer is working on them or not.
 	if len(pos) != 1 {
 		return f.usageError(stderr, "want one NAME, got %d arguments", len(pos))
 	}
-	q, done, code, ok := openQueue(ctx, f, &conn, pos[0], stderr)
+	p, done, code, ok := openProducer(ctx, f, &conn, pos[0], stderr)
 	if !ok {
 		return code
 	}
 	defer done()
-	n, err := q.Len(ctx)
+	n, err := p.Len(ctx)
 	if err != nil {
 		return fail(ctx, stderr, f.name, err)
 	}
@@ -223,6 +223,21 @@ func openQueue(ctx context.Context, f *cmdFlags, conn *connFlags, name string, s
 		return nil, nil, f.usageError(stderr, "%v", err), false
 	}
 	return q, done, 0, true
+}
+
+// openProducer connects and opens a producer of the queue NAME: no
+// session, no lease. done closes the client.
+func openProducer(ctx context.Context, f *cmdFlags, conn *connFlags, name string, stderr io.Writer) (p *queue.Producer, done func(), code int, ok bool) {
+	cli, err := conn.client(ctx)
+	if err != nil {
+		return nil, nil, fail(ctx, stderr, f.name, err), false
+	}
+	p, err = queue.NewProducer(cli, name)
+	if err != nil {
+		cli.Close()
+		return nil, nil, f.usageError(stderr, "%v", err), false
+	}
+	return p, func() { cli.Close() }, 0, true
 }
 
 // finish acks or nacks under its own timeout, so that a signal does not

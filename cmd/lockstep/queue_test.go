@@ -93,3 +93,20 @@ func TestQueuePopClaimLost(t *testing.T) {
 		t.Fatalf("redelivery: exit code %d, %q; want 0, \"job 2\"", r.code, r.stdout)
 	}
 }
+
+// push and len need no session: they grant no lease. pop, which claims,
+// grants one.
+func TestQueuePushAndLenTakeNoLease(t *testing.T) {
+	ctx := testutil.Context(t, time.Minute)
+	q := testutil.Prefix(t)
+	before := testutil.LeasesGranted(t)
+	invoke(t, ctx, "queue", "push", q, "v").wantCode(t, exitOK)
+	invoke(t, ctx, "queue", "len", q).wantCode(t, exitOK)
+	if got := testutil.LeasesGranted(t) - before; got != 0 {
+		t.Fatalf("push and len granted %d leases, want 0", got)
+	}
+	invoke(t, ctx, "queue", "pop", q).wantCode(t, exitOK)
+	if got := testutil.LeasesGranted(t) - before; got != 1 {
+		t.Fatalf("pop granted %d leases, want 1", got)
+	}
+}

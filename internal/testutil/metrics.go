@@ -13,20 +13,35 @@ import (
 // gauge): the server's side of "how many watches did we open".
 func ServerWatchers(t testing.TB) int {
 	t.Helper()
+	return int(serverMetric(t, "etcd_debugging_mvcc_watcher_total"))
+}
+
+// LeasesGranted returns how many leases the etcd servers of this process
+// have granted since they started (etcd_debugging_lease_granted_total):
+// what a separate process, such as the command, asked for.
+func LeasesGranted(t testing.TB) int {
+	t.Helper()
+	return int(serverMetric(t, "etcd_debugging_lease_granted_total"))
+}
+
+// serverMetric sums the gauge or counter name over the etcd servers of
+// this process.
+func serverMetric(t testing.TB, name string) float64 {
+	t.Helper()
 	mfs, err := prometheus.DefaultGatherer.Gather()
 	if err != nil {
 		t.Fatalf("gather etcd's metrics: %v", err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() == "etcd_debugging_mvcc_watcher_total" {
+		if mf.GetName() == name {
 			n := 0.0
 			for _, m := range mf.GetMetric() {
-				n += m.GetGauge().GetValue()
+				n += m.GetGauge().GetValue() + m.GetCounter().GetValue()
 			}
-			return int(n)
+			return n
 		}
 	}
-	t.Fatal("etcd_debugging_mvcc_watcher_total not found: is an embedded etcd running in this process?")
+	t.Fatalf("%s not found: is an embedded etcd running in this process?", name)
 	return 0
 }
 
