@@ -31,7 +31,8 @@ type Producer struct {
 	s      *lockstep.Session // the Queue's session; nil for a Producer alone
 	prefix string
 	layout
-	maxValue int
+	maxValue   int
+	maxRequest int
 
 	// lastRev is the newest revision this Producer has seen the server at:
 	// what an Enqueue that lost an answer reads history from.
@@ -75,6 +76,7 @@ func (p *Producer) init(cli *clientv3.Client, s *lockstep.Session, prefix string
 		}
 		longest = max(longest, len(newLayout(o.deadLetter).items)+idLen)
 	}
+	p.maxRequest = o.maxRequest
 	p.maxValue = o.maxRequest - requestAllowance - 4*longest
 	if p.maxValue < 0 {
 		return options{}, fmt.Errorf("%w: max request bytes %d leaves no room for a value", ErrInvalidOption, o.maxRequest)
@@ -116,60 +118,79 @@ func (p *Producer) MaxValueSize() int { return p.maxValue }
 // If it returns another error, the item may or may not have been
 // enqueued.
 func (p *Producer) Enqueue(ctx context.Context, value string, opts ...EnqueueOption) (string, error) {
+	ids, err := p.enqueue(ctx, "enqueue", []string{value}, opts)
+	if err != nil {
+		return "", err
+	}
+	return ids[0], nil
+}
+
+// enqueue writes values as consecutive items of one priority in one
+// transaction and returns their IDs.
+func (p *Producer) enqueue(ctx context.Context, op string, values []string, opts []EnqueueOption) ([]string, error) {
 	var o enqueueOptions
 	for _, opt := range opts {
 		opt(&o)
 	}
 	if err := checkPriority(o.priority); err != nil {
-		return "", err
+		return nil, err
 	}
-	if len(value) > p.maxValue {
-		return "", fmt.Errorf("%w: %d bytes (at most %d)", ErrTooLarge, len(value), p.maxValue)
+	if err := p.checkSize(values); err != nil {
+		return nil, err
 	}
 	if err := p.sessionErr(); err != nil {
-		return "", err
+		return nil, err
 	}
 	bucket := p.items + encodePriority(o.priority) + "/"
 	end := clientv3.GetPrefixRangeEnd(bucket)
 	var floor uint64
 	for {
-		id := newID(o.priority, floor)
-		res, err := p.put(ctx, p.items+id, value, end)
+		ids := make([]string, len(values))
+		for i := range ids {
+			ids[i] = newID(o.priority, floor)
+		}
+		res, err := p.put(ctx, ids, values, end)
 		if err != nil {
-			return "", p.rpcErr(ctx, "enqueue", err)
+			return nil, p.rpcErr(ctx, op, err)
 		}
 		if res == nil || res.Succeeded || len(res.Responses[1].GetResponseRange().Kvs) == 1 {
-			return id, nil
+			return ids, nil
 		}
 		kvs := res.Responses[0].GetResponseRange().Kvs
 		if len(kvs) == 0 {
 			continue // the key that was in the way is gone already
 		}
 		last := strings.TrimPrefix(string(kvs[0].Key), p.items)
-		if !validID(last) || stampOf(last) == math.MaxUint64 {
-			return "", fmt.Errorf("%w: %q under %s: no item can be enqueued after it", ErrMalformed, kvs[0].Key, p.items)
+		if !validID(last) || stampOf(last) > math.MaxUint64-uint64(len(values)) {
+			return nil, fmt.Errorf("%w: %q under %s: no item can be enqueued after it", ErrMalformed, kvs[0].Key, p.items)
 		}
 		floor = stampOf(last) + 1
 	}
 }
 
-// put writes the item key if it sorts after every item of its priority
-// still present (end closes the priority's range): then key order is the
-// order in which Enqueues took effect, whatever the producers' clocks say.
-// If it would not, the Else branch returns the last key, so that the next
-// try can go past it, and key itself.
+// put writes the items ids (all of them or none) if the first sorts after
+// every item of its priority still present (end closes the priority's
+// range): then key order is the order in which Enqueues took effect,
+// whatever the producers' clocks say. If it would not, the Else branch
+// returns the last key, so that the next try can go past it, and the
+// first key itself.
 //
-// An attempt that went unanswered may have been applied, and its item
+// An attempt that went unanswered may have been applied, and its items
 // served and acked before the next attempt, which the guard would then let
 // through: a second copy. So before each retry put looks in etcd's history
-// for the key, and returns a nil response if it finds it.
-func (p *Producer) put(ctx context.Context, key, value, end string) (*clientv3.TxnResponse, error) {
+// for the first key, and returns a nil response if it finds it.
+func (p *Producer) put(ctx context.Context, ids, values []string, end string) (*clientv3.TxnResponse, error) {
+	first := p.items + ids[0]
+	puts := make([]clientv3.Op, len(ids))
+	for i, id := range ids {
+		puts[i] = clientv3.OpPut(p.items+id, values[i])
+	}
 	var resp *clientv3.TxnResponse
 	from, sent, landed := p.recentRev(), false, false
 	err := rpc.Do(ctx, p.cli, p.s, func(ctx context.Context) error {
 		if sent {
 			var err error
-			if landed, err = p.written(ctx, key, from); err != nil || landed {
+			if landed, err = p.written(ctx, first, from); err != nil || landed {
 				return err
 			}
 		}
@@ -183,11 +204,11 @@ func (p *Producer) put(ctx context.Context, key, value, end string) (*clientv3.T
 		sent = true
 		var err error
 		resp, err = p.cli.Txn(ctx).
-			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0).WithRange(end)).
-			Then(clientv3.OpPut(key, value)).
-			Else(clientv3.OpGet(key, clientv3.WithRange(end), clientv3.WithKeysOnly(),
+			If(clientv3.Compare(clientv3.CreateRevision(first), "=", 0).WithRange(end)).
+			Then(puts...).
+			Else(clientv3.OpGet(first, clientv3.WithRange(end), clientv3.WithKeysOnly(),
 				clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(1)),
-				clientv3.OpGet(key, clientv3.WithKeysOnly())).
+				clientv3.OpGet(first, clientv3.WithKeysOnly())).
 			Commit()
 		if err == nil {
 			p.saw(resp.Header.Revision)
