@@ -34,6 +34,14 @@ var (
 	// lost, removed it. The error also wraps the reason the claim ended.
 	ErrClaimLost = errors.New("queue: claim lost")
 
+	// ErrNotFound is returned by Get and Remove for an ID that is not in
+	// the queue, and by Peek when no item is waiting for a consumer.
+	ErrNotFound = errors.New("queue: item not found")
+
+	// ErrInvalidID is returned by Get and Remove, before any I/O, for a
+	// string that is not an item ID as Enqueue returns them.
+	ErrInvalidID = errors.New("queue: invalid item ID")
+
 	// ErrOutcomeUnknown is returned by Enqueue when an attempt went
 	// unanswered and etcd's history, compacted since, no longer tells
 	// whether it was applied: the item may or may not be in the queue.

@@ -17,6 +17,10 @@ var queueCommands = []command{
 	{"push", "add VALUE to the queue NAME and print its ID", runQueuePush},
 	{"pop", "take the most urgent item: print it, or give it to CMD", runQueuePop},
 	{"len", "print how many items the queue NAME holds", runQueueLen},
+	{"list", "print the items in the order they are served, with their claims", runQueueList},
+	{"peek", "print the item the next pop would receive, without claiming it", runQueuePeek},
+	{"rm", "remove one item, by ID", runQueueRm},
+	{"purge", "remove every item", runQueuePurge},
 }
 
 func runQueue(ctx context.Context, args []string, stdout, stderr io.Writer) int {

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"encoding/json"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -109,4 +111,61 @@ func TestQueuePushAndLenTakeNoLease(t *testing.T) {
 	if got := testutil.LeasesGranted(t) - before; got != 1 {
 		t.Fatalf("pop granted %d leases, want 1", got)
 	}
+}
+
+// list, peek, rm and purge, from a shell: what a consumer holds shows as
+// claimed, peek skips it, rm takes it from the consumer (exit 76), and
+// purge empties the queue.
+func TestQueueAdmin(t *testing.T) {
+	ctx := testutil.Context(t, 2*time.Minute)
+	q := testutil.Prefix(t)
+	var ids []string
+	for _, v := range []string{"one", "two", "three"} {
+		r := invoke(t, ctx, "queue", "push", q, v)
+		r.wantCode(t, exitOK)
+		ids = append(ids, strings.TrimSpace(r.stdout))
+	}
+	holder := start(t, "queue", "pop", q, "--", "sh", "-c", script)
+	holder.waitOut(ctx, "ready")
+
+	r := invoke(t, ctx, "queue", "list", q)
+	r.wantCode(t, exitOK)
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if len(lines) != 4 || !strings.HasPrefix(lines[0], "ID ") ||
+		!regexp.MustCompile(`^`+ids[0]+` +0 +1 +[0-9a-f]+ +"one"$`).MatchString(lines[1]) ||
+		!regexp.MustCompile(`^`+ids[1]+` +0 +0 +- +"two"$`).MatchString(lines[2]) {
+		t.Fatalf("queue list:\n%s", r.stdout)
+	}
+	r = invoke(t, ctx, "queue", "list", "--json", "--limit", "2", q)
+	r.wantCode(t, exitOK)
+	var items []struct {
+		ID         string `json:"id"`
+		Value      string `json:"value"`
+		Attempts   int    `json:"attempts"`
+		Claimed    bool   `json:"claimed"`
+		ClaimLease string `json:"claim_lease"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &items); err != nil || len(items) != 2 ||
+		items[0].ID != ids[0] || !items[0].Claimed || items[0].ClaimLease == "0" || items[1].Value != "two" || items[1].Claimed {
+		t.Fatalf("queue list --json: %q, %v", r.stdout, err)
+	}
+	r = invoke(t, ctx, "queue", "peek", q)
+	r.wantCode(t, exitOK)
+	if !strings.Contains(r.stdout, ids[1]) {
+		t.Fatalf("queue peek: %q, want %s, the first item nobody holds", r.stdout, ids[1])
+	}
+
+	invoke(t, ctx, "queue", "rm", q, ids[0]).wantCode(t, exitOK)
+	if code := holder.wait(ctx); code != exitLost {
+		t.Fatalf("the holder of a removed item: exit code %d, want %d\nstderr: %s", code, exitLost, holder.stderr)
+	}
+	invoke(t, ctx, "queue", "rm", q, ids[0]).wantCode(t, exitError)
+	invoke(t, ctx, "queue", "rm", q, "no-such-id").wantCode(t, exitUsage)
+	invoke(t, ctx, "queue", "purge", q).wantCode(t, exitUsage)
+	r = invoke(t, ctx, "queue", "purge", "--yes", q)
+	r.wantCode(t, exitOK)
+	if strings.TrimSpace(r.stdout) != "2" {
+		t.Fatalf("queue purge: %q, want 2", r.stdout)
+	}
+	invoke(t, ctx, "queue", "peek", q).wantCode(t, exitBusy)
 }
