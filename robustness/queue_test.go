@@ -27,7 +27,9 @@ const (
 )
 
 // TestRobustQueue runs two producers and three consumers of a queue under
-// the nemesis. Consumers ack most items, nack some, and now and then
+// the nemesis. Producers enqueue through their Queue or through a Producer
+// without a session, one item at a time or, one call in four, a batch.
+// Consumers ack most items, nack some, and now and then
 // "crash" holding one (close their session). After the faults stop,
 // consumers drain the queue. Checks:
 //
@@ -37,6 +39,7 @@ const (
 //     each successful Ack is the one etcd applied (item and claim deleted
 //     together); an Ack that returned ErrClaimLost removed nothing;
 //   - Attempts grows with every delivery of an item;
+//   - a batch is enqueued whole or not at all, even when its call failed;
 //   - porcupine, per item: absent → available (Enqueue) → claimed by c
 //     (Dequeue) → acked (Ack by c), with Nack or the end of the claim
 //     returning it to available. A claim's end counts from when its
@@ -87,9 +90,10 @@ func TestRobustQueue(t *testing.T) {
 	})
 }
 
-// enqueued is one Enqueue call.
+// enqueued is one value of an Enqueue or EnqueueBatch call.
 type enqueued struct {
 	value, id string
+	batch     int64 // >0: the values of one EnqueueBatch share it
 	call, ret time.Duration
 	err       error
 }
@@ -130,6 +134,11 @@ func (e *env) producer(ctx context.Context, w *worker, reg *leases, name string,
 	x := &sessions{w: w, reg: reg}
 	defer x.close()
 	var q *queue.Queue
+	alone, err := queue.NewProducer(w.cli, name) // no session: its Enqueues outlive none
+	if err != nil {
+		e.t.Errorf("%s: %v", me, err)
+		return
+	}
 	for ctx.Err() == nil {
 		s, fresh, err := x.get(ctx)
 		if err != nil {
@@ -140,14 +149,31 @@ func (e *env) producer(ctx context.Context, w *worker, reg *leases, name string,
 				continue
 			}
 		}
-		value := fmt.Sprintf("item-%d-%d", w.id, out.seq.Add(1))
+		p := &q.Producer
+		if e.intn(2) == 0 {
+			p = alone
+		}
+		values := []string{fmt.Sprintf("item-%d-%d", w.id, out.seq.Add(1))}
+		var batch int64
+		if e.intn(4) == 0 { // a batch of 2 to 5, all enqueued or none
+			batch = out.seq.Add(1)
+			for range 1 + e.intn(4) {
+				values = append(values, fmt.Sprintf("item-%d-%d", w.id, out.seq.Add(1)))
+			}
+		}
 		qctx, cancel := bounded(ctx)
 		call := e.now()
-		id, err := q.Enqueue(qctx, value, queue.WithPriority(e.intn(4)))
+		ids, err := p.EnqueueBatch(qctx, values, queue.WithPriority(e.intn(4)))
 		ret := e.now()
 		cancel()
 		e.op()
-		out.enqueue(enqueued{value, id, call, ret, err})
+		for i, v := range values {
+			x := enqueued{value: v, batch: batch, call: call, ret: ret, err: err}
+			if err == nil {
+				x.id = ids[i]
+			}
+			out.enqueue(x)
+		}
 		if err != nil {
 			x.failed(err)
 			continue
@@ -362,8 +388,17 @@ func (e *env) checkQueue(cs []change, rec *queueRecords, name string) (violation
 	}
 
 	failedEnqueues := 0
+	batches := map[int64][2]int{} // batch: values in etcd, values
 	for _, x := range enqueues {
 		ih := items[x.value]
+		if x.batch > 0 {
+			n := batches[x.batch]
+			if ih != nil {
+				n[0]++
+			}
+			n[1]++
+			batches[x.batch] = n
+		}
 		switch {
 		case x.err == nil && ih == nil:
 			bad("Enqueue of %s returned %s but etcd never had it", x.value, x.id)
@@ -372,6 +407,11 @@ func (e *env) checkQueue(cs []change, rec *queueRecords, name string) (violation
 		case ih != nil: // failed, yet written: it counts from when it was seen
 			failedEnqueues++
 			add(x.value, itemInput{op: "enqueue"}, 0, x.call, ih.written.seen)
+		}
+	}
+	for b, n := range batches {
+		if n[0] != 0 && n[0] != n[1] {
+			bad("batch %d: %d of its %d items enqueued, want all or none", b, n[0], n[1])
 		}
 	}
 	for value, ih := range items {
@@ -490,7 +530,7 @@ func (e *env) checkQueue(cs []change, rec *queueRecords, name string) (violation
 	for _, n := range acks {
 		acked += n
 	}
-	notes = fmt.Sprintf("%d items enqueued (%d of them by an Enqueue that returned an error), %d deliveries: %d Acks (%d succeeded), %d Nacks, %d crashed consumers, %d claims lost before the consumer acted; porcupine: %s",
-		len(items), failedEnqueues, len(deliveries), actions["ack"], acked, actions["nack"], actions["crash"], actions[""], verdict)
+	notes = fmt.Sprintf("%d items enqueued (%d of them by an Enqueue that returned an error; %d batches), %d deliveries: %d Acks (%d succeeded), %d Nacks, %d crashed consumers, %d claims lost before the consumer acted; porcupine: %s",
+		len(items), failedEnqueues, len(batches), len(deliveries), actions["ack"], acked, actions["nack"], actions["crash"], actions[""], verdict)
 	return violations, notes
 }
