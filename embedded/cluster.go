@@ -33,8 +33,10 @@ type Cluster struct {
 }
 
 // StartCluster starts n members and returns once every one of them serves
-// clients. Options WithoutFsync and WithLogger apply; WithDir, WithClientURL
-// and WithName are for a single member and return ErrInvalidOption.
+// clients. Options WithoutFsync, WithLogger, WithAutoCompaction,
+// WithQuotaBackendBytes and WithConfig apply to every member; WithDir,
+// WithClientURL, WithName, WithTLS and WithAuth are for a single member and
+// return ErrInvalidOption.
 func StartCluster(ctx context.Context, n int, opts ...Option) (*Cluster, error) {
 	if n < 1 {
 		return nil, fmt.Errorf("%w: %d", ErrInvalidSize, n)
@@ -43,8 +45,8 @@ func StartCluster(ctx context.Context, n int, opts ...Option) (*Cluster, error) 
 	if err != nil {
 		return nil, err
 	}
-	if o.dir != "" || o.clientURL != "" || o.name != "lockstep" {
-		return nil, fmt.Errorf("%w: WithDir, WithClientURL and WithName are for a single member", ErrInvalidOption)
+	if o.dir != "" || o.clientURL != "" || o.name != "lockstep" || o.tls || o.auth {
+		return nil, fmt.Errorf("%w: WithDir, WithClientURL, WithName, WithTLS and WithAuth are for a single member", ErrInvalidOption)
 	}
 	dir, err := os.MkdirTemp("", "lockstep-cluster-")
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 )
@@ -26,6 +27,8 @@ type memberSpec struct {
 	clusterToken    string
 	noFsync         bool
 	logger          *zap.Logger
+	tls             *TLSFiles // nil: plain http
+	tune            func(*embed.Config)
 }
 
 func (sp memberSpec) config() (*embed.Config, error) {
@@ -54,6 +57,12 @@ func (sp memberSpec) config() (*embed.Config, error) {
 	cfg.UnsafeNoFsync = sp.noFsync
 	cfg.Logger = "zap"
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(sp.logger)
+	if sp.tls != nil {
+		cfg.ClientTLSInfo = transport.TLSInfo{CertFile: sp.tls.serverCert, KeyFile: sp.tls.serverKey, TrustedCAFile: sp.tls.CA}
+	}
+	if sp.tune != nil {
+		sp.tune(cfg)
+	}
 	return cfg, nil
 }
 

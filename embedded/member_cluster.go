@@ -155,6 +155,7 @@ func (m *Member) run(ctx context.Context) (*embed.Etcd, *atomic.Bool, error) {
 			clusterToken:    "lockstep-cluster",
 			noFsync:         m.o.noFsync,
 			logger:          lg,
+			tune:            m.o.tune,
 		})
 		if errors.Is(err, ErrPortInUse) && attempt < portAttempts {
 			continue

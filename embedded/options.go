@@ -6,6 +6,7 @@ import (
 	"os"
 	"sync/atomic"
 
+	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
@@ -19,6 +20,14 @@ type options struct {
 	name      string
 	logger    *zap.Logger
 	noFsync   bool
+
+	tls          bool
+	auth         bool
+	rootPassword string
+	compactMode  string
+	compactKeep  string
+	quota        int64
+	config       func(*embed.Config)
 }
 
 // WithDir keeps the data in dir instead of a temporary directory, and keeps
@@ -43,6 +52,60 @@ func WithLogger(lg *zap.Logger) Option { return func(o *options) { o.logger = lg
 // machine (not the process) can lose acknowledged writes. For tests.
 func WithoutFsync() Option { return func(o *options) { o.noFsync = true } }
 
+// WithTLS serves clients over TLS only, with a certificate authority and
+// certificates that Start generates in the data directory (kept there with
+// WithDir, so that clients keep trusting a restarted server). Server.TLS
+// names the files; ClientConfig trusts the authority. Single member only.
+func WithTLS() Option { return func(o *options) { o.tls = true } }
+
+// WithAuth turns on etcd's authentication with a user root, in the role
+// root, whose password is rootPassword; ClientConfig logs in as root.
+// Single member only.
+func WithAuth(rootPassword string) Option {
+	return func(o *options) { o.auth, o.rootPassword = true, rootPassword }
+}
+
+// WithAutoCompaction has the server compact its history on its own, as
+// etcd's --auto-compaction-mode and --auto-compaction-retention: mode
+// "periodic" keeps retention worth of time (a duration such as "1h", or a
+// number of hours), mode "revision" keeps retention revisions.
+func WithAutoCompaction(mode, retention string) Option {
+	return func(o *options) { o.compactMode, o.compactKeep = mode, retention }
+}
+
+// WithQuotaBackendBytes sets the backend quota, as etcd's
+// --quota-backend-bytes: past it the server raises the NOSPACE alarm and
+// refuses writes that add data.
+func WithQuotaBackendBytes(n int64) Option { return func(o *options) { o.quota = n } }
+
+// WithConfig calls f with each member's etcd configuration once lockstep
+// has filled it in, just before the member starts: the way to any server
+// setting the other options do not cover. What f changes is its caller's
+// responsibility: changing the URLs or the data directory breaks Start.
+func WithConfig(f func(*embed.Config)) Option { return func(o *options) { o.config = f } }
+
+// tune applies the options that shape a member's server configuration.
+func (o *options) tune(cfg *embed.Config) {
+	if o.compactMode != "" {
+		cfg.AutoCompactionMode = o.compactMode
+		cfg.AutoCompactionRetention = o.compactKeep
+	}
+	if o.quota > 0 {
+		cfg.QuotaBackendBytes = o.quota
+	}
+	if o.config != nil {
+		o.config(cfg)
+	}
+}
+
+// scheme is the scheme of the client URLs.
+func (o *options) scheme() string {
+	if o.tls {
+		return "https"
+	}
+	return "http"
+}
+
 func buildOptions(opts []Option) (*options, error) {
 	o := &options{name: "lockstep"}
 	for _, opt := range opts {
@@ -53,9 +116,19 @@ func buildOptions(opts []Option) (*options, error) {
 	}
 	if o.clientURL != "" {
 		u, err := url.Parse(o.clientURL)
-		if err != nil || u.Scheme != "http" || u.Port() == "" {
-			return nil, fmt.Errorf("%w: client url %q (want http://host:port)", ErrInvalidOption, o.clientURL)
+		if err != nil || u.Scheme != o.scheme() || u.Port() == "" {
+			return nil, fmt.Errorf("%w: client url %q (want %s://host:port)", ErrInvalidOption, o.clientURL, o.scheme())
 		}
+	}
+	switch {
+	case o.auth && o.rootPassword == "":
+		return nil, fmt.Errorf("%w: empty root password", ErrInvalidOption)
+	case o.quota < 0:
+		return nil, fmt.Errorf("%w: backend quota %d bytes", ErrInvalidOption, o.quota)
+	case o.compactMode != "" && o.compactMode != "periodic" && o.compactMode != "revision":
+		return nil, fmt.Errorf("%w: auto-compaction mode %q (want periodic or revision)", ErrInvalidOption, o.compactMode)
+	case o.compactMode != "" && o.compactKeep == "":
+		return nil, fmt.Errorf("%w: auto-compaction without a retention", ErrInvalidOption)
 	}
 	return o, nil
 }

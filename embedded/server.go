@@ -2,9 +2,11 @@ package embedded
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,6 +26,10 @@ type Server struct {
 	endpoint string
 	clients  clientSet
 	mute     atomic.Bool // silences the default logger during Close
+
+	tls          *TLSFiles   // nil without WithTLS
+	clientTLS    *tls.Config // what ClientConfig trusts and presents
+	rootPassword string      // "" without WithAuth
 
 	closeOnce sync.Once
 }
@@ -56,18 +62,44 @@ func Start(ctx context.Context, opts ...Option) (*Server, error) {
 		s.removeTempDir()
 		return nil, err
 	}
-	if s.e, err = startSingle(ctx, s.dir, o, memberLogger(o, &s.mute)); err != nil {
+	if o.tls {
+		if err := s.useTLS(); err != nil {
+			s.lock.Close()
+			s.removeTempDir()
+			return nil, err
+		}
+	}
+	if s.e, err = startSingle(ctx, s.dir, o, s.tls, memberLogger(o, &s.mute)); err != nil {
 		s.lock.Close()
 		s.removeTempDir()
 		return nil, err
 	}
-	s.endpoint = "http://" + s.e.Clients[0].Addr().String()
+	s.endpoint = o.scheme() + "://" + s.e.Clients[0].Addr().String()
+	if o.auth {
+		if err := s.enableAuth(ctx, o.rootPassword); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
+// useTLS generates (or finds) the TLS files in the data directory.
+func (s *Server) useTLS() error {
+	var err error
+	if s.tls, err = tlsFiles(s.dir); err != nil {
+		return err
+	}
+	s.clientTLS, err = s.tls.clientTLS()
+	return err
+}
+
+// TLS returns the files WithTLS generated, or nil without WithTLS.
+func (s *Server) TLS() *TLSFiles { return s.tls }
+
 // startSingle starts a one-member cluster, choosing the ports it was not
 // given and choosing again if another process took one first.
-func startSingle(ctx context.Context, dir string, o *options, lg *zap.Logger) (*embed.Etcd, error) {
+func startSingle(ctx context.Context, dir string, o *options, tlsFiles *TLSFiles, lg *zap.Logger) (*embed.Etcd, error) {
 	for attempt := 1; ; attempt++ {
 		clientURL := o.clientURL
 		if clientURL == "" {
@@ -75,6 +107,7 @@ func startSingle(ctx context.Context, dir string, o *options, lg *zap.Logger) (*
 			if clientURL, err = freeURL(); err != nil {
 				return nil, err
 			}
+			clientURL = o.scheme() + strings.TrimPrefix(clientURL, "http")
 		}
 		peerURL, err := freeURL()
 		if err != nil {
@@ -91,6 +124,8 @@ func startSingle(ctx context.Context, dir string, o *options, lg *zap.Logger) (*
 			clusterToken:    "lockstep",
 			noFsync:         o.noFsync,
 			logger:          lg,
+			tls:             tlsFiles,
+			tune:            o.tune,
 		})
 		if errors.Is(err, ErrPortInUse) && attempt < portAttempts {
 			continue
@@ -112,8 +147,16 @@ func (s *Server) Client() (*clientv3.Client, error) {
 // that need their own settings (interceptors, timeouts). A client made from
 // it is the caller's to close, before Close: an open watch delays Close
 // while etcd waits for it to end.
+//
+// With WithTLS it trusts the generated authority and presents the client
+// certificate; with WithAuth it logs in as root.
 func (s *Server) ClientConfig() clientv3.Config {
-	return clientConfig(s.Endpoints())
+	cfg := clientConfig(s.Endpoints())
+	cfg.TLS = s.clientTLS
+	if s.rootPassword != "" {
+		cfg.Username, cfg.Password = "root", s.rootPassword
+	}
+	return cfg
 }
 
 // Dir returns the data directory.
