@@ -58,7 +58,7 @@ func (sp memberSpec) config() (*embed.Config, error) {
 	cfg.Logger = "zap"
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(sp.logger)
 	if sp.tls != nil {
-		cfg.ClientTLSInfo = transport.TLSInfo{CertFile: sp.tls.serverCert, KeyFile: sp.tls.serverKey, TrustedCAFile: sp.tls.CA}
+		cfg.ClientTLSInfo = transport.TLSInfo{CertFile: sp.tls.serverCert, KeyFile: sp.tls.serverKey}
 	}
 	if sp.tune != nil {
 		sp.tune(cfg)

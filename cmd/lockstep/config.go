@@ -148,7 +148,7 @@ example:
 func runConfigWatch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	f := newFlags("config watch", "[flags] PREFIX [--validate CMD [ARG...]]", `
 Follows the configuration under PREFIX and prints each accepted version as
-"--- revision N" and its content: with --key, the document KEY holds;
+"--- revision N" and its content: with --doc, the document KEY holds;
 without, every key as "key=value" lines, relative to PREFIX. The first
 version printed is the current one. It runs until SIGINT or SIGTERM.
 
@@ -158,11 +158,11 @@ on printing the last good version's successors, as a service using the
 config package with a validator would.
 
 example:
-  lockstep config watch /config/app/ --key /config/app/config.json --validate -- jq -e '.workers > 0'
+  lockstep config watch /config/app/ --doc /config/app/config.json --validate -- jq -e '.workers > 0'
 `)
 	var conn connFlags
 	conn.register(f)
-	key := f.String("key", "", "print the document this key holds, not the whole prefix")
+	key := f.String("doc", "", "print the document this key holds, not the whole prefix (etcdctl's --key is the TLS key)")
 	validateFlag := f.Bool("validate", false, "run the command after -- on each version; reject it if it fails")
 	pos, cmd, code, ok := f.parse(args, stdout, stderr)
 	if !ok {

@@ -65,7 +65,7 @@ func TestConfigWatchValidate(t *testing.T) {
 	key := prefix + "workers"
 	invoke(t, ctx, "config", "put", key, "2").wantCode(t, exitOK)
 	// The validator accepts a positive number.
-	w := start(t, "config", "watch", prefix, "--key", key, "--validate", "--",
+	w := start(t, "config", "watch", prefix, "--doc", key, "--validate", "--",
 		"sh", "-c", `read n; [ "$n" -gt 0 ]`)
 	w.waitOut(ctx, "\n2\n")
 	bad := strings.TrimSpace(invoke(t, ctx, "config", "put", key, "0").stdout)

@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
@@ -25,12 +25,15 @@ type connFlags struct {
 	endpoints   string
 	dialTimeout time.Duration
 	ttl         time.Duration
+	secure      secureFlags
 }
 
-// register adds --endpoints and --dial-timeout.
+// register adds --endpoints, --dial-timeout and the TLS and
+// authentication flags.
 func (c *connFlags) register(f *cmdFlags) {
-	f.StringVar(&c.endpoints, "endpoints", "", "comma-separated etcd client URLs (default $"+envEndpoints+", else "+defaultEndpoints+")")
+	f.StringVar(&c.endpoints, "endpoints", "", "comma-separated etcd client URLs (default $"+envEndpoints+", else $ETCDCTL_ENDPOINTS, else "+defaultEndpoints+")")
 	f.DurationVar(&c.dialTimeout, "dial-timeout", 5*time.Second, "give up connecting to etcd after this long")
+	c.secure.register(f)
 }
 
 // registerSession adds the connection flags and --ttl, for commands that
@@ -41,10 +44,7 @@ func (c *connFlags) registerSession(f *cmdFlags) {
 }
 
 func (c *connFlags) endpointList() []string {
-	raw := c.endpoints
-	if raw == "" {
-		raw = os.Getenv(envEndpoints)
-	}
+	raw := fromEnv(c.endpoints, "ENDPOINTS")
 	if raw == "" {
 		raw = defaultEndpoints
 	}
@@ -63,14 +63,36 @@ func (c *connFlags) endpointList() []string {
 // at once instead of waiting out --dial-timeout.
 func (c *connFlags) client(ctx context.Context) (*clientv3.Client, error) {
 	eps := c.endpointList()
-	cli, err := clientv3.New(clientv3.Config{
+	cfg := clientv3.Config{
 		Endpoints:   eps,
 		DialTimeout: c.dialTimeout,
 		Logger:      zap.NewNop(),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("connect to %v: %w", eps, err)
 	}
+	if err := c.secure.apply(&cfg); err != nil {
+		return nil, err
+	}
+	if err := c.reach(ctx, cfg); err != nil {
+		return nil, err
+	}
+	cli, err := clientv3.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("log in to etcd at %v: %w", eps, err)
+	}
+	return cli, nil
+}
+
+// reach checks that etcd answers a client of cfg without its credentials
+// (a client with credentials logs in as it connects, and a connection that
+// fails then says only "context deadline exceeded"). A server that refuses
+// the request for want of credentials has answered.
+func (c *connFlags) reach(ctx context.Context, cfg clientv3.Config) error {
+	eps := cfg.Endpoints
+	cfg.Username, cfg.Password = "", ""
+	cli, err := clientv3.New(cfg)
+	if err != nil {
+		return fmt.Errorf("connect to %v: %w", eps, err)
+	}
+	defer cli.Close()
 	pctx, cancel := context.WithTimeout(ctx, c.dialTimeout)
 	defer cancel()
 	var (
@@ -80,7 +102,10 @@ func (c *connFlags) client(ctx context.Context) (*clientv3.Client, error) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if final = unreachable(pctx, eps); final != nil {
+		if final = unreachable(pctx, eps); final == nil {
+			final = handshakeFailure(pctx, cli)
+		}
+		if final != nil {
 			cancel()
 		}
 	}()
@@ -88,19 +113,17 @@ func (c *connFlags) client(ctx context.Context) (*clientv3.Client, error) {
 	cancel()
 	wg.Wait()
 	switch {
-	case err == nil:
-		return cli, nil
+	case err == nil, errors.Is(err, rpctypes.ErrUserEmpty), errors.Is(err, rpctypes.ErrPermissionDenied):
+		return nil
 	case final != nil:
-		cli.Close()
-		return nil, fmt.Errorf("cannot reach etcd: %w", final)
+		return fmt.Errorf("cannot reach etcd: %w", final)
 	default:
 		// The wait ends with "context deadline exceeded"; gRPC knows why it
 		// could not connect (a TLS handshake that failed, say).
-		defer cli.Close()
 		if last := lastConnError(ctx, cli); last != "" && errors.Is(err, context.DeadlineExceeded) {
-			return nil, fmt.Errorf("etcd at %v does not answer within %v: %s", eps, c.dialTimeout, last)
+			return fmt.Errorf("etcd at %v does not answer within %v: %s", eps, c.dialTimeout, last)
 		}
-		return nil, fmt.Errorf("etcd at %v does not answer within %v: %w", eps, c.dialTimeout, err)
+		return fmt.Errorf("etcd at %v does not answer within %v: %w", eps, c.dialTimeout, err)
 	}
 }
 
@@ -122,7 +145,7 @@ func (c *connFlags) session(ctx context.Context) (*clientv3.Client, *lockstep.Se
 }
 
 // env is what CMD needs to reach the same etcd, for a nested lockstep or
-// etcdctl call.
+// etcdctl call: the endpoints and the TLS files, not the credentials.
 func (c *connFlags) env() []string {
-	return []string{envEndpoints + "=" + strings.Join(c.endpointList(), ",")}
+	return append([]string{envEndpoints + "=" + strings.Join(c.endpointList(), ",")}, c.secure.env()...)
 }

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -73,4 +74,61 @@ func freeAddr(t *testing.T) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// serve --tls --auth prints the environment and the etcdctl command line
+// that reach it; lockstep (with LOCKSTEP_* or etcdctl's ETCDCTL_* names)
+// and etcdctl work with them; a CA that does not match and a wrong
+// password fail at once and say why.
+func TestServeTLSAuth(t *testing.T) {
+	ctx := testutil.Context(t, 2*time.Minute)
+	url := "https://" + freeAddr(t)
+	p := startCmd(t, built(t, "lockstep"), []string{"serve", "--tls", "--auth", "--listen-client-url", url, "--unsafe-no-fsync"}, os.Environ(), nil)
+	p.waitOut(ctx, "press Ctrl-C to stop")
+	out := p.stdout.String()
+	exports := regexp.MustCompile(`export (.*)\n`).FindStringSubmatch(out)
+	etcdctlLine := regexp.MustCompile(`etcdctl (.*)\n`).FindStringSubmatch(out)
+	if exports == nil || etcdctlLine == nil {
+		t.Fatalf("serve printed no connection lines:\n%s", out)
+	}
+	vars := strings.Fields(exports[1])
+	if len(vars) != 3 || !strings.HasPrefix(vars[0], "LOCKSTEP_ENDPOINTS="+url) {
+		t.Fatalf("export line %q", exports[1])
+	}
+	run := func(env []string, args ...string) result {
+		t.Helper()
+		q := startCmd(t, built(t, "lockstep"), args, append(os.Environ(), env...), nil)
+		code := q.wait(ctx)
+		return result{code, q.stdout.String(), q.stderr.String()}
+	}
+	r := run(vars, "lock", "/tls/x", "--", "echo", "held")
+	r.wantCode(t, exitOK)
+	if r.stdout != "held\n" {
+		t.Fatalf("lock over TLS with auth: %q", r.stdout)
+	}
+	etcdctlVars := make([]string, len(vars))
+	for i, v := range vars {
+		etcdctlVars[i] = strings.Replace(v, "LOCKSTEP_", "ETCDCTL_", 1)
+	}
+	run(etcdctlVars, "queue", "push", "/tls/q", "job").wantCode(t, exitOK)
+
+	wrongCA := append(slices.Clone(vars), "LOCKSTEP_CACERT=/etc/ssl/certs/ca-certificates.crt")
+	if _, err := os.Stat("/etc/ssl/certs/ca-certificates.crt"); err == nil {
+		r = run(wrongCA, "lock", "/tls/x", "--", "true")
+		if r.code != exitError || !strings.Contains(r.stderr, "x509") {
+			t.Fatalf("a CA that did not sign the server's certificate: exit %d, %q; want 1 and the TLS error", r.code, r.stderr)
+		}
+	}
+	r = run(append(slices.Clone(vars), "LOCKSTEP_USER=root:wrong"), "lock", "/tls/x", "--", "true")
+	if r.code != exitError || !strings.Contains(r.stderr, "authentication failed") {
+		t.Fatalf("a wrong password: exit %d, %q; want 1 and the reason", r.code, r.stderr)
+	}
+
+	etcdctl := testutil.Etcdctl(t)
+	conn, _, _ := strings.Cut(etcdctlLine[1], " get ")
+	args := append(strings.Fields(conn), "get", "/tls/q/", "--prefix", "--print-value-only")
+	got, err := exec.CommandContext(ctx, etcdctl, args...).CombinedOutput()
+	if err != nil || !strings.Contains(string(got), "job") {
+		t.Fatalf("etcdctl %s: %v\n%s", strings.Join(args, " "), err, got)
+	}
 }

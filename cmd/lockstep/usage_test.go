@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -75,5 +76,23 @@ func TestEndpointsFlagOverridesEnvironment(t *testing.T) {
 	p = startCmd(t, built(t, "lockstep"), []string{"queue", "len", "--dial-timeout", "300ms", testutil.Prefix(t)}, bad, nil)
 	if code := p.wait(ctx); code != exitError {
 		t.Fatalf("with only the bad variable: exit code %d, want %d", code, exitError)
+	}
+}
+
+// Every command and subcommand prints its help: none registers a flag
+// twice (config watch had --key, etcdctl's name for the TLS key).
+func TestEveryCommandHelps(t *testing.T) {
+	groups := map[string][]command{"barrier": barrierCommands, "config": configCommands, "queue": queueCommands, "svc": svcCommands}
+	for _, c := range commands {
+		args := [][]string{{c.name, "--help"}}
+		for _, sub := range groups[c.name] {
+			args = append(args, []string{c.name, sub.name, "--help"})
+		}
+		for _, a := range args {
+			var out, errOut strings.Builder
+			if code := run(context.Background(), a, &out, &errOut); code != exitOK {
+				t.Errorf("lockstep %s: exit %d\n%s", strings.Join(a, " "), code, errOut.String())
+			}
+		}
 	}
 }
