@@ -8,6 +8,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/lockstep-go/lockstep"
+	"github.com/lockstep-go/lockstep/internal/retry"
 	"github.com/lockstep-go/lockstep/internal/rpc"
 )
 
@@ -51,6 +52,10 @@ func arm(ctx context.Context, cli *clientv3.Client, s *lockstep.Session, key str
 		}
 		if !ok {
 			return nil, errResync
+		}
+		if retry.Refused(resp.Err()) {
+			// Permission denied: watching again changes nothing.
+			return nil, fmt.Errorf("barrier: watch %s: %w", key, retry.Refusal(resp.Err()))
 		}
 		return nil, fmt.Errorf("%w: %v", errResync, resp.Err())
 	case <-done:

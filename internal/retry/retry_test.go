@@ -83,9 +83,23 @@ func TestRefused(t *testing.T) {
 		{status.Error(codes.Unavailable, "connection refused"), false},
 		{rpctypes.ErrNoSpace, false},
 		{context.Canceled, false},
+		// A watch the server refused, as clientv3 hands it over: text only.
+		{errors.New("rpc error: code = PermissionDenied desc = etcdserver: permission denied"), true},
 	} {
 		if got := retry.Refused(tc.err); got != tc.want {
 			t.Errorf("Refused(%v) = %v, want %v", tc.err, got, tc.want)
 		}
+	}
+}
+
+// Refusal makes a refused watch's text match etcd's sentinel.
+func TestRefusal(t *testing.T) {
+	watch := errors.New("rpc error: code = PermissionDenied desc = etcdserver: permission denied")
+	if err := retry.Refusal(watch); !errors.Is(err, rpctypes.ErrPermissionDenied) {
+		t.Fatalf("Refusal(%v) = %v, want it to match ErrPermissionDenied", watch, err)
+	}
+	other := errors.New("boom")
+	if err := retry.Refusal(other); err != other {
+		t.Fatalf("Refusal(%v) = %v, want it unchanged", other, err)
 	}
 }

@@ -3,6 +3,8 @@ package retry
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc/codes"
@@ -51,5 +53,24 @@ func Refused(err error) bool {
 		return true
 	}
 	return errors.Is(err, rpctypes.ErrAuthFailed) || errors.Is(err, rpctypes.ErrAuthNotEnabled) ||
-		errors.Is(err, rpctypes.ErrUserEmpty) || errors.Is(err, rpctypes.ErrInvalidAuthToken)
+		errors.Is(err, rpctypes.ErrUserEmpty) || errors.Is(err, rpctypes.ErrInvalidAuthToken) ||
+		refusedWatch(err)
+}
+
+// refusedWatch recognises a watch the server refused to create: clientv3
+// hands it over as a plain error holding gRPC's text ("rpc error: code =
+// PermissionDenied desc = etcdserver: permission denied"), with no code.
+func refusedWatch(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "code = PermissionDenied") || strings.Contains(msg, "code = Unauthenticated")
+}
+
+// Refusal returns a refused watch's error as one that matches etcd's
+// rpctypes.ErrPermissionDenied, so that callers can match it as they match
+// any other refusal; other errors are returned as they are.
+func Refusal(err error) error {
+	if err != nil && refusedWatch(err) && !errors.Is(err, rpctypes.ErrPermissionDenied) {
+		return fmt.Errorf("%w (%v)", rpctypes.ErrPermissionDenied, err)
+	}
+	return err
 }
