@@ -145,3 +145,22 @@ func TestZeroDialTimeout(t *testing.T) {
 		t.Errorf("stderr %q", r.stderr)
 	}
 }
+
+// Durations take a bare number of seconds, as etcdctl's users type them.
+func TestBareSeconds(t *testing.T) {
+	for in, want := range map[string]time.Duration{"2": 2 * time.Second, "0.5": 500 * time.Millisecond, "1m30s": 90 * time.Second} {
+		var d seconds
+		if err := d.Set(in); err != nil || time.Duration(d) != want {
+			t.Errorf("Set(%q): %v, %v; want %v", in, time.Duration(d), err, want)
+		}
+	}
+	var d seconds
+	if err := d.Set("soon"); err == nil {
+		t.Errorf("Set(soon): no error")
+	}
+	ctx := testutil.Context(t, time.Minute)
+	r := invoke(t, ctx, "lock", "--endpoints", "http://127.0.0.1:1", "--ttl", "-3", "/x", "--", "true")
+	if r.code != exitUsage || !strings.Contains(r.stderr, "--ttl -3s: must not be negative") {
+		t.Fatalf("--ttl -3: exit %d, %q", r.code, r.stderr)
+	}
+}

@@ -36,6 +36,7 @@ var commands = []command{
 	{"status", "show who holds, leads and waits, and how deep the queues are", runStatus},
 	{"serve", "run an embedded etcd member in the foreground", runServe},
 	{"demo", "watch every recipe at work against an embedded etcd, in a few seconds", runDemo},
+	{"version", "print lockstep's version and what it was built with", runVersion},
 }
 
 // Exit codes. Codes a command chose (CMD's own) are passed through

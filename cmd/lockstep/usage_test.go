@@ -33,6 +33,7 @@ func TestUsage(t *testing.T) {
 		{"status help", []string{"status", "--help"}, exitOK, []string{"cannot tell"}, nil},
 		{"demo help", []string{"demo", "--help"}, exitOK, []string{"usage: lockstep demo"}, nil},
 		{"serve help", []string{"serve", "--help"}, exitOK, []string{"usage: lockstep serve", "-data-dir"}, nil},
+		{"version", []string{"version"}, exitOK, []string{"lockstep ", "etcd client v3.", "go1."}, nil},
 		{"lock without name", []string{"lock"}, exitUsage, nil, []string{"want one NAME"}},
 		{"unknown flag", []string{"lock", "/x", "--bogus"}, exitUsage, nil, []string{"-bogus", "lockstep lock --help"}},
 		{"sem without limit", []string{"sem", "/x", "--", "true"}, exitUsage, nil, []string{"--limit"}},
