@@ -38,6 +38,10 @@ var (
 	// the queue, and by Peek when no item is waiting for a consumer.
 	ErrNotFound = errors.New("queue: item not found")
 
+	// ErrClaimed is returned by Move for an item a consumer holds: move it
+	// once the claim has ended.
+	ErrClaimed = errors.New("queue: item claimed")
+
 	// ErrInvalidID is returned by Get and Remove, before any I/O, for a
 	// string that is not an item ID as Enqueue returns them.
 	ErrInvalidID = errors.New("queue: invalid item ID")

@@ -84,6 +84,9 @@ func (p *Producer) init(cli *clientv3.Client, s *lockstep.Session, prefix string
 	return o, nil
 }
 
+// Client returns the etcd client the producer uses.
+func (p *Producer) Client() *clientv3.Client { return p.cli }
+
 // sessionErr wraps the Err of the Queue's session if it ended; nil for a
 // Producer alone.
 func (p *Producer) sessionErr() error {
@@ -149,7 +152,7 @@ func (p *Producer) enqueue(ctx context.Context, op string, values []string, opts
 		for i := range ids {
 			ids[i] = newID(o.priority, floor)
 		}
-		res, err := p.put(ctx, ids, values, end)
+		res, err := p.put(ctx, ids, values, end, rpc.Txn{})
 		if err != nil {
 			return nil, p.rpcErr(ctx, op, err)
 		}
@@ -179,7 +182,10 @@ func (p *Producer) enqueue(ctx context.Context, op string, values []string, opts
 // served and acked before the next attempt, which the guard would then let
 // through: a second copy. So before each retry put looks in etcd's history
 // for the first key, and returns a nil response if it finds it.
-func (p *Producer) put(ctx context.Context, ids, values []string, end string) (*clientv3.TxnResponse, error) {
+//
+// also adds to the transaction: compares, ops, and reads in the Else
+// branch after put's own two.
+func (p *Producer) put(ctx context.Context, ids, values []string, end string, also rpc.Txn) (*clientv3.TxnResponse, error) {
 	first := p.items + ids[0]
 	puts := make([]clientv3.Op, len(ids))
 	for i, id := range ids {
@@ -204,11 +210,11 @@ func (p *Producer) put(ctx context.Context, ids, values []string, end string) (*
 		sent = true
 		var err error
 		resp, err = p.cli.Txn(ctx).
-			If(clientv3.Compare(clientv3.CreateRevision(first), "=", 0).WithRange(end)).
-			Then(puts...).
-			Else(clientv3.OpGet(first, clientv3.WithRange(end), clientv3.WithKeysOnly(),
+			If(append([]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(first), "=", 0).WithRange(end)}, also.If...)...).
+			Then(append(puts, also.Then...)...).
+			Else(append([]clientv3.Op{clientv3.OpGet(first, clientv3.WithRange(end), clientv3.WithKeysOnly(),
 				clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(1)),
-				clientv3.OpGet(first, clientv3.WithKeysOnly())).
+				clientv3.OpGet(first, clientv3.WithKeysOnly())}, also.Else...)...).
 			Commit()
 		if err == nil {
 			p.saw(resp.Header.Revision)

@@ -21,6 +21,7 @@ var queueCommands = []command{
 	{"peek", "print the item the next pop would receive, without claiming it", runQueuePeek},
 	{"rm", "remove one item, by ID", runQueueRm},
 	{"purge", "remove every item", runQueuePurge},
+	{"move", "move one item to another queue: a dead letter back to work", runQueueMove},
 }
 
 func runQueue(ctx context.Context, args []string, stdout, stderr io.Writer) int {

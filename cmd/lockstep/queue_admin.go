@@ -124,6 +124,44 @@ with 'queue rm'. --yes is required.
 	return exitOK
 }
 
+func runQueueMove(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	f := newFlags("queue move", "--to QUEUE [flags] NAME ID", `
+Moves the item ID from the queue NAME to the end of its priority in QUEUE,
+in one transaction, and prints its new ID. Its value and priority stay;
+its attempts start again from zero. This is how a dead letter goes back to
+work: move it from the dead-letter queue to the queue it came from. Exits
+1 if there is no such item, or if a consumer holds it.
+
+example:
+  lockstep queue list /queue/jobs-dead
+  lockstep queue move /queue/jobs-dead 7ffffffb/18d3c1... --to /queue/jobs
+`)
+	var conn connFlags
+	conn.register(f)
+	to := f.String("to", "", "the queue to move the item to (required)")
+	p, pos, done, code, ok := parseAdmin(ctx, f, &conn, args, true, stdout, stderr)
+	if !ok {
+		return code
+	}
+	defer done()
+	if *to == "" {
+		return f.usageError(stderr, "--to QUEUE is required")
+	}
+	dst, err := queue.NewProducer(p.Client(), *to)
+	if err != nil {
+		return f.usageError(stderr, "--to: %v", err)
+	}
+	id, err := p.Move(ctx, pos[1], dst)
+	if errors.Is(err, queue.ErrInvalidID) || errors.Is(err, queue.ErrInvalidOption) {
+		return f.usageError(stderr, "%v", err)
+	}
+	if err != nil {
+		return fail(ctx, stderr, f.name, err)
+	}
+	fmt.Fprintln(stdout, id)
+	return exitOK
+}
+
 // parseAdmin parses args, which must hold the queue's name and, with id,
 // an item's ID, and opens a producer of that queue.
 func parseAdmin(ctx context.Context, f *cmdFlags, conn *connFlags, args []string, id bool, stdout, stderr io.Writer) (p *queue.Producer, pos []string, done func(), code int, ok bool) {

@@ -169,3 +169,23 @@ func TestQueueAdmin(t *testing.T) {
 	}
 	invoke(t, ctx, "queue", "peek", q).wantCode(t, exitBusy)
 }
+
+// queue move sends a dead letter back to its queue.
+func TestQueueMove(t *testing.T) {
+	ctx := testutil.Context(t, time.Minute)
+	q := testutil.Prefix(t)
+	dead := q + "-dead"
+	r := invoke(t, ctx, "queue", "push", dead, "poison")
+	r.wantCode(t, exitOK)
+	id := strings.TrimSpace(r.stdout)
+	invoke(t, ctx, "queue", "move", dead, id).wantCode(t, exitUsage) // no --to
+	r = invoke(t, ctx, "queue", "move", "--to", q, dead, id)
+	r.wantCode(t, exitOK)
+	if moved := strings.TrimSpace(r.stdout); len(moved) != 33 || moved == id {
+		t.Fatalf("queue move printed %q, want the new ID", r.stdout)
+	}
+	invoke(t, ctx, "queue", "move", "--to", q, dead, id).wantCode(t, exitError) // gone
+	if pop := invoke(t, ctx, "queue", "pop", q); pop.stdout != "poison\n" {
+		t.Fatalf("pop after move: %q", pop.stdout)
+	}
+}
