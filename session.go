@@ -100,9 +100,19 @@ func WithMargin(margin time.Duration) SessionOption {
 	}
 }
 
+// CheckTTL returns an error wrapping ErrInvalidTTL if NewSession would
+// refuse ttl: it must be a whole number of seconds, at least MinTTL. It
+// lets a caller refuse a bad setting before it connects to etcd.
+func CheckTTL(ttl time.Duration) error {
+	if ttl <= 0 || ttl < MinTTL || ttl%time.Second != 0 {
+		return fmt.Errorf("%w: %v (want a whole number of seconds, at least %v)", ErrInvalidTTL, ttl, MinTTL)
+	}
+	return nil
+}
+
 func (o *sessionOptions) validate() error {
-	if o.ttl <= 0 || o.ttl < MinTTL || o.ttl%time.Second != 0 {
-		return fmt.Errorf("%w: %v (want a whole number of seconds, at least %v)", ErrInvalidTTL, o.ttl, MinTTL)
+	if err := CheckTTL(o.ttl); err != nil {
+		return err
 	}
 	if o.margin == 0 {
 		o.margin = max(MinMargin, o.ttl/10)

@@ -62,7 +62,8 @@ func TestErrorText(t *testing.T) {
 		code int
 		want string
 	}{
-		{[]string{"lock", "--ttl", "1s", "/x", "--", "true"}, exitUsage, "lockstep lock: invalid session ttl"},
+		// Refused before connecting: that endpoint would time out.
+		{[]string{"lock", "--endpoints", "http://10.255.255.1:2379", "--ttl", "1s", "/x", "--", "true"}, exitUsage, "lockstep lock: --ttl 1s: invalid session ttl"},
 		{[]string{"elect", "/", "--", "true"}, exitUsage, "lockstep elect: invalid prefix"},
 		{[]string{"lock", "--bogus", "/x"}, exitUsage, "lockstep lock: flag provided but not defined: -bogus"},
 		{[]string{"barrier", "wait", "--bogus", "/x"}, exitUsage, "lockstep barrier wait: flag provided but not defined: -bogus"},

@@ -91,6 +91,10 @@ func (f *cmdFlags) checkDurations() error {
 			err = fmt.Errorf("--%s %v: must not be negative", fl.Name, d)
 		case d == 0 && fl.Name == "dial-timeout":
 			err = fmt.Errorf("--%s %v: must be positive", fl.Name, d)
+		case fl.Name == "ttl":
+			if e := lockstep.CheckTTL(d); e != nil {
+				err = fmt.Errorf("--ttl %v: %s", d, errText(e))
+			}
 		}
 	})
 	return err
