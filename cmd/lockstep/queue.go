@@ -111,8 +111,12 @@ func runQueuePop(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	f := newFlags("queue pop", "[flags] NAME [-- CMD [ARG...]]", `
 Waits for the most urgent item of the queue NAME and claims it.
 
-Without CMD it prints the value and a newline, then acks the item (exit 0).
-If the value cannot be written the item is given back (nack).
+With CMD, delivery is at least once: the item is acked only when CMD has
+done its work. Without CMD, lockstep cannot know when the work is done, so
+pop then needs --ack: it prints the value and a newline and acks the item
+at once (exit 0). That is at most once: an item whose reader dies after
+the print is lost. If the value cannot be written the item is given back
+(nack).
 
 With CMD, the value is CMD's stdin, and CMD gets LOCKSTEP_VALUE (values up
 to 64 KiB), LOCKSTEP_ITEM_ID (the same on every delivery: use it to make
@@ -125,7 +129,7 @@ while CMD runs (the session cannot renew its lease), CMD is stopped
 lockstep exits 76.
 
 examples:
-  lockstep queue pop /queue/jobs
+  lockstep queue pop --ack /queue/jobs
   while lockstep queue pop /queue/jobs --timeout 10s -- sh -c './work "$LOCKSTEP_VALUE"'; do :; done
 `)
 	var conn connFlags
@@ -136,6 +140,7 @@ examples:
 	hf.register(f)
 	deadLetter := f.String("dead-letter", "", "move an item delivered --max-attempts times without ack to this queue")
 	maxAttempts := f.Int("max-attempts", 5, "deliveries before an item goes to --dead-letter")
+	ack := f.Bool("ack", false, "without CMD: print the item and ack it at once (at most once)")
 	pos, cmd, code, ok := f.parse(args, stdout, stderr)
 	if !ok {
 		return code
@@ -145,6 +150,12 @@ examples:
 	}
 	if cmd != nil && len(cmd) == 0 {
 		return f.usageError(stderr, "nothing to run after --")
+	}
+	switch {
+	case cmd == nil && !*ack:
+		return f.usageError(stderr, "without CMD the item is acked as soon as it is printed, and lost if its reader dies: give a CMD (acked when it exits 0), or --ack to accept that")
+	case cmd != nil && *ack:
+		return f.usageError(stderr, "--ack is for pop without CMD; with CMD the item is acked when CMD exits 0")
 	}
 	name := pos[0]
 	var opts []queue.Option

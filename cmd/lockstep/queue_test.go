@@ -35,11 +35,18 @@ func TestQueuePushPopLen(t *testing.T) {
 	push("--priority", "-1", "--", "-urgent") // "--": a value that starts with "-"
 	wantLen(t, "4")
 
-	pop := invoke(t, ctx, "queue", "pop", q)
+	pop := invoke(t, ctx, "queue", "pop", "--ack", q)
 	pop.wantCode(t, exitOK)
 	if pop.stdout != "-urgent\n" {
 		t.Fatalf("pop: %q, want the most urgent item", pop.stdout)
 	}
+	wantLen(t, "3")
+	// Without CMD, pop needs --ack: it acks at once, at most once.
+	r0 := invoke(t, ctx, "queue", "pop", q)
+	if r0.code != exitUsage || !strings.Contains(r0.stderr, "--ack") {
+		t.Fatalf("pop without CMD and --ack: exit %d, %q; want 2 and --ack named", r0.code, r0.stderr)
+	}
+	invoke(t, ctx, "queue", "pop", "--ack", q, "--", "true").wantCode(t, exitUsage)
 	wantLen(t, "3")
 
 	// CMD fails: the item is given back, in its place, and delivered again.
@@ -57,19 +64,19 @@ func TestQueuePushPopLen(t *testing.T) {
 	wantLen(t, "2")
 
 	for _, want := range []string{"second", "low"} {
-		pop := invoke(t, ctx, "queue", "pop", q)
+		pop := invoke(t, ctx, "queue", "pop", "--ack", q)
 		if pop.code != exitOK || pop.stdout != want+"\n" {
 			t.Fatalf("pop: exit code %d, %q; want 0, %q", pop.code, pop.stdout, want)
 		}
 	}
 	wantLen(t, "0")
-	invoke(t, ctx, "queue", "pop", "--timeout", "100ms", q).wantCode(t, exitBusy)
+	invoke(t, ctx, "queue", "pop", "--ack", "--timeout", "100ms", q).wantCode(t, exitBusy)
 
 	p := startCmd(t, built(t, "lockstep"), []string{"queue", "push", q, "-"}, env(t), []byte("from stdin"))
 	if code := p.wait(ctx); code != exitOK {
 		t.Fatalf("push -: exit code %d, stderr %q", code, p.stderr)
 	}
-	if pop := invoke(t, ctx, "queue", "pop", q); pop.stdout != "from stdin\n" {
+	if pop := invoke(t, ctx, "queue", "pop", "--ack", q); pop.stdout != "from stdin\n" {
 		t.Fatalf("pop after push -: %q", pop.stdout)
 	}
 }
@@ -107,7 +114,7 @@ func TestQueuePushAndLenTakeNoLease(t *testing.T) {
 	if got := testutil.LeasesGranted(t) - before; got != 0 {
 		t.Fatalf("push and len granted %d leases, want 0", got)
 	}
-	invoke(t, ctx, "queue", "pop", q).wantCode(t, exitOK)
+	invoke(t, ctx, "queue", "pop", "--ack", q).wantCode(t, exitOK)
 	if got := testutil.LeasesGranted(t) - before; got != 1 {
 		t.Fatalf("pop granted %d leases, want 1", got)
 	}
@@ -185,7 +192,7 @@ func TestQueueMove(t *testing.T) {
 		t.Fatalf("queue move printed %q, want the new ID", r.stdout)
 	}
 	invoke(t, ctx, "queue", "move", "--to", q, dead, id).wantCode(t, exitError) // gone
-	if pop := invoke(t, ctx, "queue", "pop", q); pop.stdout != "poison\n" {
+	if pop := invoke(t, ctx, "queue", "pop", "--ack", q); pop.stdout != "poison\n" {
 		t.Fatalf("pop after move: %q", pop.stdout)
 	}
 }
