@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -141,6 +142,7 @@ examples:
 	deadLetter := f.String("dead-letter", "", "move an item delivered --max-attempts times without ack to this queue")
 	maxAttempts := f.Int("max-attempts", 5, "deliveries before an item goes to --dead-letter")
 	ack := f.Bool("ack", false, "without CMD: print the item and ack it at once (at most once)")
+	asJSON := f.Bool("json", false, "with --ack: print the item as a JSON object {\"id\",\"value\",\"priority\",\"attempts\"}")
 	pos, cmd, code, ok := f.parse(args, stdout, stderr)
 	if !ok {
 		return code
@@ -154,8 +156,8 @@ examples:
 	switch {
 	case cmd == nil && !*ack:
 		return f.usageError(stderr, "without CMD the item is acked as soon as it is printed, and lost if its reader dies: give a CMD (acked when it exits 0), or --ack to accept that")
-	case cmd != nil && *ack:
-		return f.usageError(stderr, "--ack is for pop without CMD; with CMD the item is acked when CMD exits 0")
+	case cmd != nil && (*ack || *asJSON):
+		return f.usageError(stderr, "--ack and --json are for pop without CMD; with CMD the item is acked when CMD exits 0")
 	}
 	name := pos[0]
 	var opts []queue.Option
@@ -180,7 +182,16 @@ examples:
 	}
 
 	if cmd == nil {
-		if _, err := fmt.Fprintln(stdout, it.Value()); err != nil {
+		out := it.Value()
+		if *asJSON {
+			b, err := json.Marshal(poppedJSON{ID: it.ID(), Value: it.Value(), Priority: it.Priority(), Attempts: it.Attempts()})
+			if err != nil {
+				finish(it.Nack, f.name, stderr)
+				return fail(ctx, stderr, f.name, err)
+			}
+			out = string(b)
+		}
+		if _, err := fmt.Fprintln(stdout, out); err != nil {
 			finish(it.Nack, f.name, stderr)
 			return fail(ctx, stderr, f.name, fmt.Errorf("write the item: %w; given back", err))
 		}
@@ -208,6 +219,14 @@ examples:
 		return res.code
 	}
 	return ackCode(finish(it.Ack, f.name, stderr))
+}
+
+// poppedJSON is an item as pop --json prints it.
+type poppedJSON struct {
+	ID       string `json:"id"`
+	Value    string `json:"value"`
+	Priority int    `json:"priority"`
+	Attempts int    `json:"attempts"`
 }
 
 // ackCode is the exit code after an Ack: a lost claim means the item will

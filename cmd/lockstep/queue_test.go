@@ -48,6 +48,18 @@ func TestQueuePushPopLen(t *testing.T) {
 	}
 	invoke(t, ctx, "queue", "pop", "--ack", q, "--", "true").wantCode(t, exitUsage)
 	wantLen(t, "3")
+	push("--priority", "-2", "json me")
+	r0 = invoke(t, ctx, "queue", "pop", "--ack", "--json", q)
+	r0.wantCode(t, exitOK)
+	var popped struct {
+		ID       string `json:"id"`
+		Value    string `json:"value"`
+		Priority int    `json:"priority"`
+		Attempts int    `json:"attempts"`
+	}
+	if err := json.Unmarshal([]byte(r0.stdout), &popped); err != nil || popped.Value != "json me" || popped.Priority != -2 || popped.Attempts != 1 || len(popped.ID) != 33 {
+		t.Fatalf("pop --json: %q, %v", r0.stdout, err)
+	}
 
 	// CMD fails: the item is given back, in its place, and delivered again.
 	r := invoke(t, ctx, "queue", "pop", q, "--", "sh", "-c", `printf '%s|%s|%s|%s|' "$(cat)" "$LOCKSTEP_VALUE" "$LOCKSTEP_ATTEMPTS" "$LOCKSTEP_PRIORITY"; exit 3`)
