@@ -108,11 +108,7 @@ func TestEnqueueBatchTooLargeWritesNothing(t *testing.T) {
 func TestEnqueueBatchLostAnswerEnqueuesOnce(t *testing.T) {
 	ctx := testutil.Context(t, 20*time.Second)
 	prefix := testutil.Prefix(t)
-	lcli, loser := testutil.LosingClient(t)
-	p, err := queue.NewProducer(lcli, prefix)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, loser := losingProducer(t, prefix)
 	loser.Next("Txn", testutil.TxnPuts(prefix+"/items/"), func() {})
 	ids, err := p.EnqueueBatch(ctx, values(10))
 	if err != nil {

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lockstep-go/lockstep/embedded"
+	"github.com/lockstep-go/lockstep/internal/testutil"
 	"github.com/lockstep-go/lockstep/queue"
 )
 
@@ -16,15 +16,7 @@ import (
 func BenchmarkEnqueueBatch(b *testing.B) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	srv, err := embedded.Start(ctx)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer srv.Close()
-	cli, err := srv.Client()
-	if err != nil {
-		b.Fatal(err)
-	}
+	cli := testutil.BenchClient(b, testutil.FsyncServer(b))
 	p, err := queue.NewProducer(cli, "/bench/batch")
 	if err != nil {
 		b.Fatal(err)

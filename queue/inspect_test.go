@@ -115,11 +115,7 @@ func TestRemoveAndPurge(t *testing.T) {
 func TestRemoveLostAnswer(t *testing.T) {
 	ctx := testutil.Context(t, 20*time.Second)
 	prefix := testutil.Prefix(t)
-	lcli, loser := testutil.LosingClient(t)
-	p, err := queue.NewProducer(lcli, prefix)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, loser := losingProducer(t, prefix)
 	id, err := p.Enqueue(ctx, "v")
 	if err != nil {
 		t.Fatal(err)

@@ -58,12 +58,8 @@ func TestMoveRequeuesADeadLetter(t *testing.T) {
 func TestMoveLostAnswer(t *testing.T) {
 	ctx := testutil.Context(t, 20*time.Second)
 	from, to := testutil.Prefix(t), testutil.Prefix(t)+"-to"
-	lcli, loser := testutil.LosingClient(t)
 	src, _ := newProducer(t, from)
-	dst, err := queue.NewProducer(lcli, to)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dst, loser := losingProducer(t, to)
 	id, err := src.Enqueue(ctx, "v")
 	if err != nil {
 		t.Fatal(err)

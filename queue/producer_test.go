@@ -20,6 +20,17 @@ func newProducer(t testing.TB, prefix string) (*queue.Producer, *testutil.RPCCou
 	return p, calls
 }
 
+// losingProducer returns a producer of prefix whose client loses answers.
+func losingProducer(t testing.TB, prefix string) (*queue.Producer, *testutil.ReplyLoser) {
+	t.Helper()
+	cli, loser := testutil.LosingClient(t)
+	p, err := queue.NewProducer(cli, prefix)
+	if err != nil {
+		t.Fatalf("NewProducer(%q): %v", prefix, err)
+	}
+	return p, loser
+}
+
 // A producer needs a client only: it enqueues and counts without a lease,
 // one round trip each, and consumers on sessions get its items in order.
 func TestProducerNeedsNoSession(t *testing.T) {
@@ -58,11 +69,7 @@ func TestProducerNeedsNoSession(t *testing.T) {
 func TestProducerLostAnswerEnqueuesOnce(t *testing.T) {
 	ctx := testutil.Context(t, 20*time.Second)
 	prefix := testutil.Prefix(t)
-	lcli, loser := testutil.LosingClient(t)
-	p, err := queue.NewProducer(lcli, prefix)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, loser := losingProducer(t, prefix)
 	loser.Next("Txn", testutil.TxnPuts(prefix+"/items/"), func() {})
 	id, err := p.Enqueue(ctx, "v")
 	if err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -177,4 +178,14 @@ func hostID() string {
 		h = "host"
 	}
 	return fmt.Sprintf("%s-%d", h, os.Getpid())
+}
+
+// printJSON writes v as one line of JSON: what every --json prints.
+func printJSON(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -182,16 +181,13 @@ examples:
 	}
 
 	if cmd == nil {
-		out := it.Value()
+		var err error
 		if *asJSON {
-			b, err := json.Marshal(poppedJSON{ID: it.ID(), Value: it.Value(), Priority: it.Priority(), Attempts: it.Attempts()})
-			if err != nil {
-				finish(it.Nack, f.name, stderr)
-				return fail(ctx, stderr, f.name, err)
-			}
-			out = string(b)
+			err = printJSON(stdout, poppedJSON{ID: it.ID(), Value: it.Value(), Priority: it.Priority(), Attempts: it.Attempts()})
+		} else {
+			_, err = fmt.Fprintln(stdout, it.Value())
 		}
-		if _, err := fmt.Fprintln(stdout, out); err != nil {
+		if err != nil {
 			finish(it.Nack, f.name, stderr)
 			return fail(ctx, stderr, f.name, fmt.Errorf("write the item: %w; given back", err))
 		}

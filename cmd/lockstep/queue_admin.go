@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -203,12 +202,7 @@ func printItems(w io.Writer, items []queue.Info, asJSON bool) error {
 				ClaimRevision: it.ClaimRevision, Revision: it.Revision,
 			})
 		}
-		b, err := json.Marshal(out)
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintf(w, "%s\n", b)
-		return err
+		return printJSON(w, out)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tPRIORITY\tATTEMPTS\tCLAIM\tVALUE")

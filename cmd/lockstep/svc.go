@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -191,12 +190,7 @@ func printInstances(w io.Writer, list []discovery.Instance, asJSON bool) error {
 				Key: in.Key, Revision: in.Revision, Lease: fmt.Sprintf("%x", int64(in.Lease)),
 			})
 		}
-		b, err := json.Marshal(out)
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintf(w, "%s\n", b)
-		return err
+		return printJSON(w, out)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tADDR\tWEIGHT\tZONE\tVERSION\tSTATUS\tLEASE\tMETA")
