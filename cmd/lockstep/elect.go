@@ -63,6 +63,9 @@ func runElect(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return f.usageError(stderr, "unknown --policy %q", *policyName)
 	}
 	name := pos[0]
+	if err := checkName(name); err != nil {
+		return f.usageError(stderr, "%v", err)
+	}
 	if *id == "" {
 		*id = hostID()
 	}

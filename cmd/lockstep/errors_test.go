@@ -65,6 +65,9 @@ func TestErrorText(t *testing.T) {
 		// Refused before connecting: that endpoint would time out.
 		{[]string{"lock", "--endpoints", "http://10.255.255.1:2379", "--ttl", "1s", "/x", "--", "true"}, exitUsage, "lockstep lock: --ttl 1s: invalid session ttl"},
 		{[]string{"elect", "/", "--", "true"}, exitUsage, "lockstep elect: invalid prefix"},
+		// Refused before connecting: that endpoint would time out.
+		{[]string{"lock", "--endpoints", "http://10.255.255.1:2379", "/", "--", "true"}, exitUsage, "lockstep lock: invalid prefix"},
+		{[]string{"queue", "push", "--endpoints", "http://10.255.255.1:2379", "", "v"}, exitUsage, "lockstep queue push: invalid prefix"},
 		{[]string{"lock", "--bogus", "/x"}, exitUsage, "lockstep lock: flag provided but not defined: -bogus"},
 		{[]string{"barrier", "wait", "--bogus", "/x"}, exitUsage, "lockstep barrier wait: flag provided but not defined: -bogus"},
 		{[]string{"lock", "--endpoints", "http://127.0.0.1:1", "--timeout", "-1s", "/x", "--", "true"}, exitUsage, "lockstep lock: --timeout -1s: must not be negative"},

@@ -12,7 +12,10 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+
 	"github.com/lockstep-go/lockstep"
+	names "github.com/lockstep-go/lockstep/internal/keys"
 )
 
 // cmdFlags is one command's flag set and help text. Flags may come before,
@@ -163,7 +166,11 @@ func fail(ctx context.Context, stderr io.Writer, name string, err error) int {
 		fmt.Fprintf(stderr, "lockstep %s: interrupted by %s\n", name, signalName(sig))
 		return 128 + int(sig)
 	}
-	fmt.Fprintf(stderr, "lockstep %s: %s\n", name, errText(err))
+	msg := errText(err)
+	if errors.Is(err, rpctypes.ErrUserEmpty) {
+		msg += " (this etcd wants a login: --user NAME[:PASSWORD], or LOCKSTEP_USER or ETCDCTL_USER)"
+	}
+	fmt.Fprintf(stderr, "lockstep %s: %s\n", name, msg)
 	if errors.Is(err, lockstep.ErrInvalidTTL) {
 		return exitUsage
 	}
@@ -189,3 +196,6 @@ func printJSON(w io.Writer, v any) error {
 	_, err = fmt.Fprintf(w, "%s\n", b)
 	return err
 }
+
+// checkName refuses a NAME that no recipe takes, before anything connects.
+func checkName(name string) error { return names.CheckPrefix(name) }

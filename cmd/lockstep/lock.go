@@ -54,6 +54,9 @@ func runLock(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return f.usageError(stderr, "want one NAME, got %d arguments", len(pos))
 	}
 	name := pos[0]
+	if err := checkName(name); err != nil {
+		return f.usageError(stderr, "%v", err)
+	}
 
 	cli, s, err := conn.session(ctx)
 	if err != nil {

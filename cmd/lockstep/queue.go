@@ -240,6 +240,9 @@ func ackCode(err error) int {
 
 // openQueue connects, opens a session and the queue NAME. done closes them.
 func openQueue(ctx context.Context, f *cmdFlags, conn *connFlags, name string, stderr io.Writer, opts ...queue.Option) (q *queue.Queue, done func(), code int, ok bool) {
+	if err := checkName(name); err != nil {
+		return nil, nil, f.usageError(stderr, "%v", err), false
+	}
 	cli, s, err := conn.session(ctx)
 	if err != nil {
 		return nil, nil, fail(ctx, stderr, f.name, err), false
@@ -259,6 +262,9 @@ func openQueue(ctx context.Context, f *cmdFlags, conn *connFlags, name string, s
 // openProducer connects and opens a producer of the queue NAME: no
 // session, no lease. done closes the client.
 func openProducer(ctx context.Context, f *cmdFlags, conn *connFlags, name string, stderr io.Writer) (p *queue.Producer, done func(), code int, ok bool) {
+	if err := checkName(name); err != nil {
+		return nil, nil, f.usageError(stderr, "%v", err), false
+	}
 	cli, err := conn.client(ctx)
 	if err != nil {
 		return nil, nil, fail(ctx, stderr, f.name, err), false

@@ -45,6 +45,9 @@ func runSem(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return f.usageError(stderr, "--limit must be at least 1")
 	}
 	name := pos[0]
+	if err := checkName(name); err != nil {
+		return f.usageError(stderr, "%v", err)
+	}
 
 	cli, s, err := conn.session(ctx)
 	if err != nil {

@@ -119,6 +119,10 @@ func TestServeTLSAuth(t *testing.T) {
 			t.Fatalf("a CA that did not sign the server's certificate: exit %d, %q; want 1 and the TLS error", r.code, r.stderr)
 		}
 	}
+	r = run(vars[:2], "lock", "/tls/x", "--", "true") // no user
+	if r.code != exitError || !strings.Contains(r.stderr, "user name is empty") || !strings.Contains(r.stderr, "--user") {
+		t.Fatalf("no user: exit %d, %q; want 1, the reason and the flag that gives one", r.code, r.stderr)
+	}
 	r = run(append(slices.Clone(vars), "LOCKSTEP_USER=root:wrong"), "lock", "/tls/x", "--", "true")
 	if r.code != exitError || !strings.Contains(r.stderr, "authentication failed") {
 		t.Fatalf("a wrong password: exit %d, %q; want 1 and the reason", r.code, r.stderr)
